@@ -1,0 +1,121 @@
+//! Real sockets inside namespaces: echo servers and the clients that talk to them.
+
+use std::{
+    io::{self, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use crate::netns::Netns;
+
+/// How long a client waits for an echo.
+pub const ECHO_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often a server checks whether it should stop.
+const POLL: Duration = Duration::from_millis(50);
+
+/// A running echo server; stopped and joined on drop.
+#[derive(Debug)]
+pub struct EchoServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A UDP echo server on `addr` inside `ns`.
+pub fn udp_echo(ns: &Netns, addr: SocketAddr) -> io::Result<EchoServer> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let socket = ns.run_in(move || UdpSocket::bind(addr))??;
+    socket.set_read_timeout(Some(POLL))?;
+    let thread = std::thread::spawn(move || -> io::Result<()> {
+        let mut buf = [0u8; 65536];
+        while !flag.load(Ordering::Relaxed) {
+            match socket.recv_from(&mut buf) {
+                Ok((n, peer)) => {
+                    socket.send_to(&buf[..n], peer)?;
+                }
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    });
+    Ok(EchoServer { addr, stop, thread: Some(thread) })
+}
+
+/// A TCP echo server on `addr` inside `ns` (one connection at a time, each echoed until it closes).
+pub fn tcp_echo(ns: &Netns, addr: SocketAddr) -> io::Result<EchoServer> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let listener = ns.run_in(move || TcpListener::bind(addr))??;
+    listener.set_nonblocking(true)?;
+    let thread = std::thread::spawn(move || -> io::Result<()> {
+        while !flag.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((mut stream, _)) => {
+                    stream.set_nonblocking(false)?;
+                    stream.set_read_timeout(Some(ECHO_TIMEOUT))?;
+                    let mut buf = [0u8; 16384];
+                    loop {
+                        match stream.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => stream.write_all(&buf[..n])?,
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(POLL),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    });
+    Ok(EchoServer { addr, stop, thread: Some(thread) })
+}
+
+/// Sends `payload` from `ns` (bound to `from`, port 0 = any) to `to` over UDP and waits for the echo.
+pub fn udp_roundtrip(ns: &Netns, from: SocketAddr, to: SocketAddr, payload: &[u8]) -> io::Result<Vec<u8>> {
+    let payload = payload.to_vec();
+    ns.run_in(move || -> io::Result<Vec<u8>> {
+        let socket = UdpSocket::bind(from)?;
+        socket.set_read_timeout(Some(ECHO_TIMEOUT))?;
+        socket.send_to(&payload, to)?;
+        let mut buf = vec![0u8; 65536];
+        let (n, _) = socket.recv_from(&mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
+    })?
+}
+
+/// Connects from `ns` to `to`, writes `payload`, reads the echo, closes. Returns the local address used.
+pub fn tcp_roundtrip(ns: &Netns, to: SocketAddr, payload: &[u8]) -> io::Result<(SocketAddr, Vec<u8>)> {
+    let payload = payload.to_vec();
+    ns.run_in(move || -> io::Result<(SocketAddr, Vec<u8>)> {
+        let mut stream = TcpStream::connect_timeout(&to, ECHO_TIMEOUT)?;
+        stream.set_read_timeout(Some(ECHO_TIMEOUT))?;
+        stream.write_all(&payload)?;
+        let mut echo = vec![0u8; payload.len()];
+        stream.read_exact(&mut echo)?;
+        Ok((stream.local_addr()?, echo))
+    })?
+}
+
+/// `ping -c 1` from `ns` to `to`; true if a reply came back.
+pub fn ping(ns: &Netns, to: std::net::IpAddr) -> io::Result<bool> {
+    let out = ns.output("ping", &["-c", "1", "-W", "2", &to.to_string()])?;
+    Ok(out.status.success())
+}

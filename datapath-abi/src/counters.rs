@@ -1,0 +1,69 @@
+//! Datapath counters: one per-CPU `u64` slot per [`Counter`] in the `COUNTERS` array map.
+//!
+//! Only events off the common path are counted, so the per-packet cost stays a flow-table lookup. A closed gate
+//! records nothing, counters included.
+
+/// Index into the `COUNTERS` per-CPU array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Counter {
+    /// A flow tag was created.
+    FlowsCreated = 0,
+    /// A new flow could not be tagged because the flow table was full; the packet passed untouched.
+    FlowTableFull = 1,
+    /// An IP packet that is neither TCP nor UDP passed untouched.
+    NotTcpUdp = 2,
+    /// An IP fragment passed untouched.
+    Fragment = 3,
+    /// A packet whose headers were truncated or inconsistent passed untouched.
+    Malformed = 4,
+    /// A frame that is not IPv4/IPv6 (ARP, LLDP, ...) passed untouched.
+    NotIp = 5,
+    /// tc used the parse summary XDP left in the packet's metadata.
+    XdpMetaUsed = 6,
+    /// XDP could not reserve metadata room (driver without support); tc parsed the packet itself.
+    XdpMetaUnavailable = 7,
+}
+
+/// Number of [`Counter`] slots; the `COUNTERS` map has exactly this many entries.
+pub const COUNTER_SLOTS: u32 = 8;
+
+impl Counter {
+    /// Every counter, in index order.
+    pub const ALL: [Counter; COUNTER_SLOTS as usize] = [
+        Counter::FlowsCreated,
+        Counter::FlowTableFull,
+        Counter::NotTcpUdp,
+        Counter::Fragment,
+        Counter::Malformed,
+        Counter::NotIp,
+        Counter::XdpMetaUsed,
+        Counter::XdpMetaUnavailable,
+    ];
+
+    /// The metric name operators see.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::FlowsCreated => "flows_created",
+            Counter::FlowTableFull => "flow_table_full",
+            Counter::NotTcpUdp => "not_tcp_udp",
+            Counter::Fragment => "fragment",
+            Counter::Malformed => "malformed",
+            Counter::NotIp => "not_ip",
+            Counter::XdpMetaUsed => "xdp_meta_used",
+            Counter::XdpMetaUnavailable => "xdp_meta_unavailable",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_indices_are_dense_and_in_order() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as u32, i as u32, "{}", c.name());
+        }
+    }
+}

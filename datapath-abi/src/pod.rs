@@ -1,0 +1,15 @@
+//! `aya::Pod` for the map key and value types (userspace only).
+
+use crate::{Admission, FlowBucket, FlowKey, FlowTag, XdpMeta};
+
+// SAFETY: each type is #[repr(C)], made only of integers and integer arrays, with explicit padding fields, so
+// every bit pattern is a valid value and no byte is uninitialized (layout asserted in its module).
+unsafe impl aya::Pod for FlowKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for FlowTag {}
+// SAFETY: as above.
+unsafe impl aya::Pod for FlowBucket {}
+// SAFETY: as above.
+unsafe impl aya::Pod for Admission {}
+// SAFETY: as above.
+unsafe impl aya::Pod for XdpMeta {}

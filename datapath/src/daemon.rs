@@ -1,0 +1,279 @@
+//! `dae run`: the control thread. Loads and pins, follows links, keeps attachments and the admission lease, runs
+//! the janitor, and takes everything down again on SIGINT/SIGTERM.
+
+use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::bail;
+use datapath_abi::{Admission, gate::GATE_RENEW_NS};
+use futures::TryStreamExt;
+use rtnetlink::Handle;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    time::MissedTickBehavior,
+};
+use tracing::{debug, error, info, warn};
+
+use crate::{
+    attach::{Attacher, Roles, TcAttach, XdpAttach},
+    clock::{self, monotonic_coarse_ns},
+    flows,
+    links::{Framing, LinkCache, LinkChange, LinkTable},
+    maps::Maps,
+    netlink::{self, LinkEvent, LinkMonitor},
+    object,
+    selection::Selection,
+    state::Instance,
+};
+
+/// How often the full link table is re-read to catch events the kernel dropped.
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(10);
+/// How often the janitor walks the flow table.
+pub const JANITOR_EVERY: Duration = Duration::from_secs(5);
+
+/// Everything `dae run` needs besides the config.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Instance name (lock and pin directory).
+    pub instance: String,
+    /// bpffs mount to pin under.
+    pub bpffs: PathBuf,
+    /// tc attach method.
+    pub tc: TcAttach,
+    /// XDP attach mode.
+    pub xdp: XdpAttach,
+    /// Flow table capacity.
+    pub flow_table_entries: u32,
+}
+
+struct Control {
+    attacher: Attacher,
+    maps: Maps,
+    cache: LinkCache,
+    selection: Selection,
+    handle: Handle,
+    auto_wan: Vec<u32>,
+    pid: u32,
+    hz: u64,
+    /// The gate as last written (its clock sample converts flow ticks).
+    gate: Admission,
+}
+
+/// Runs the daemon until SIGINT/SIGTERM.
+pub async fn run(selection: Selection, opts: RunOptions) -> anyhow::Result<()> {
+    let instance = Instance::acquire(&opts.instance, &opts.bpffs)?;
+    let mut loaded = object::load(opts.flow_table_entries)?;
+    let mut maps = Maps::take(&mut loaded.ebpf, Some(instance.pin_dir()))?;
+    maps.set_gate(Admission::default())?;
+    let mut attacher = Attacher::new(loaded, opts.tc, opts.xdp);
+    let probe = maps.clock_probe.as_ref().ok_or_else(|| anyhow::anyhow!("no clock probe map"))?;
+    let hz = clock::measure_hz(attacher.ebpf_mut(), probe)?;
+    info!(hz, "kernel tick rate");
+
+    // Subscribe before the dump so no event falls between them.
+    let mut monitor = LinkMonitor::subscribe()?;
+    let handle = netlink::connect()?;
+    let cache = LinkCache::new();
+    cache.replace_all(netlink::dump_links(&handle).await?);
+    let pid = std::process::id();
+    let mut control =
+        Control { attacher, maps, cache, selection, handle, auto_wan: Vec::new(), pid, hz, gate: Admission::default() };
+    control.refresh_auto_wan().await;
+    control.reconcile(Verify::None).await;
+
+    control.renew_gate()?;
+    info!(instance = instance.name(), pins = %instance.pin_dir().display(), tcx = control.attacher.uses_tcx(), "datapath ready: gate open");
+
+    let every = |period: Duration| tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let mut renew = every(Duration::from_nanos(GATE_RENEW_NS));
+    let mut reconcile = every(RECONCILE_EVERY);
+    let mut janitor = every(JANITOR_EVERY);
+    for timer in [&mut renew, &mut reconcile, &mut janitor] {
+        timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    }
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let outcome = loop {
+        tokio::select! {
+            event = monitor.next() => match event {
+                Some(event) => control.on_link_event(event).await,
+                None => break Err(anyhow::anyhow!("the netlink link monitor closed")),
+            },
+            _ = renew.tick() => {
+                if let Err(e) = control.renew_gate() {
+                    error!(error = %e, "renewing the admission lease");
+                }
+            }
+            _ = reconcile.tick() => control.full_reconcile().await,
+            _ = janitor.tick() => {
+                let sweep = flows::sweep(&control.maps.flows, &control.gate, monotonic_coarse_ns());
+                if sweep.removed > 0 {
+                    debug!(scanned = sweep.scanned, removed = sweep.removed, "janitor");
+                }
+            }
+            _ = sigterm.recv() => break Ok("SIGTERM"),
+            _ = sigint.recv() => break Ok("SIGINT"),
+        }
+    };
+    let reason = outcome.as_ref().map(|r| *r).unwrap_or("error");
+    info!(reason, "shutting down: closing the gate and detaching");
+    control.shutdown().await;
+    drop(instance);
+    outcome.map(|_| ())
+}
+
+/// Which attachments to check against the kernel during a reconcile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verify {
+    None,
+    One(u32),
+    All,
+}
+
+impl Control {
+    /// Samples the kernel's ticks and writes a fresh lease.
+    fn renew_gate(&mut self) -> anyhow::Result<()> {
+        let probe = self.maps.clock_probe.as_ref().ok_or_else(|| anyhow::anyhow!("no clock probe map"))?;
+        let now = clock::sample(self.attacher.ebpf_mut(), probe)?;
+        self.gate = Admission::open(self.pid, self.hz, now.ticks, now.mono_ns);
+        self.maps.set_gate(self.gate)?;
+        Ok(())
+    }
+
+    async fn on_link_event(&mut self, event: LinkEvent) {
+        let (changes, verify) = match event {
+            LinkEvent::New(link) => {
+                let index = link.index;
+                (self.cache.upsert(link), Verify::One(index))
+            }
+            LinkEvent::Del(index) => (vec![self.cache.remove(index)], Verify::None),
+        };
+        for change in &changes {
+            match change {
+                LinkChange::Added(l) => debug!(iface = %l.name, index = l.index, "link added"),
+                LinkChange::Removed(l) => debug!(iface = %l.name, index = l.index, "link removed"),
+                LinkChange::Updated { old, new } => {
+                    debug!(old = %old.name, new = %new.name, up = new.up, index = new.index, "link changed")
+                }
+                LinkChange::Unchanged => {}
+            }
+        }
+        self.reconcile(verify).await;
+    }
+
+    async fn full_reconcile(&mut self) {
+        match netlink::dump_links(&self.handle).await {
+            Ok(links) => {
+                let missed = self.cache.replace_all(links);
+                if !missed.is_empty() {
+                    info!(changes = missed.len(), "periodic reconcile found link changes no event reported");
+                }
+            }
+            Err(e) => warn!(error = %e, "periodic link dump"),
+        }
+        self.refresh_auto_wan().await;
+        self.reconcile(Verify::All).await;
+    }
+
+    async fn refresh_auto_wan(&mut self) {
+        if !self.selection.wan_auto() {
+            return;
+        }
+        match netlink::default_route_links(&self.handle).await {
+            Ok(links) => self.auto_wan = links,
+            Err(e) => warn!(error = %e, "finding default-route links for wan_interface: auto"),
+        }
+    }
+
+    /// Makes attachments match the selection over the current link table.
+    async fn reconcile(&mut self, verify: Verify) {
+        let table: Arc<LinkTable> = self.cache.snapshot();
+        let mut desired: HashMap<u32, Roles> = HashMap::new();
+        for link in table.iter() {
+            let roles = self.selection.roles(&link.name, link.index, &self.auto_wan);
+            if roles.is_empty() {
+                continue;
+            }
+            if let Framing::Unsupported(t) = link.framing {
+                warn!(iface = %link.name, link_type = t, "selected interface has an unsupported link type; not attached");
+                continue;
+            }
+            desired.insert(link.index, roles);
+        }
+        let stale: Vec<u32> = self
+            .attacher
+            .attachments()
+            .filter(|a| {
+                desired.get(&a.ifindex) != Some(&a.roles) || table.get(a.ifindex).is_none_or(|l| l.framing != a.framing)
+            })
+            .map(|a| a.ifindex)
+            .collect();
+        for ifindex in stale {
+            if let Some(gone) = self.attacher.detach(ifindex)
+                && gone.created_clsact
+                && table.get(ifindex).is_some()
+                && let Err(e) = netlink::delete_clsact(&self.handle, ifindex).await
+            {
+                debug!(iface = %gone.name, error = %e, "removing our clsact");
+            }
+        }
+        for (&index, &roles) in &desired {
+            let Some(link) = table.get(index) else { continue };
+            match self.attacher.get(index) {
+                Some(att) => {
+                    if att.name != link.name {
+                        self.attacher.renamed(index, link.name.clone());
+                    }
+                    let check = verify == Verify::All || verify == Verify::One(index);
+                    if check && !self.still_attached(index).await {
+                        warn!(iface = %link.name, "programs no longer attached (link flap?); re-attaching");
+                        self.attacher.detach(index);
+                        if let Err(e) = self.attacher.attach(link, roles) {
+                            error!(error = %e, "re-attach failed");
+                        }
+                    }
+                }
+                None => {
+                    if let Err(e) = self.attacher.attach(link, roles) {
+                        error!(error = %e, "attach failed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Asks the kernel (a fresh RTM_GETLINK, then the TCX query) whether our programs still run on `index`.
+    async fn still_attached(&self, index: u32) -> bool {
+        let fresh = self.handle.link().get().match_index(index).execute().try_next().await;
+        match fresh {
+            Ok(Some(msg)) => match netlink::link_from_message(&msg) {
+                Some(link) => self.attacher.still_attached(&link),
+                None => false,
+            },
+            _ => false,
+        }
+    }
+
+    async fn shutdown(mut self) {
+        if let Err(e) = self.maps.set_gate(self.gate.closed()) {
+            error!(error = %e, "closing the gate");
+        }
+        let indexes: Vec<u32> = self.attacher.attachments().map(|a| a.ifindex).collect();
+        for ifindex in indexes {
+            if let Some(gone) = self.attacher.detach(ifindex)
+                && gone.created_clsact
+                && let Err(e) = netlink::delete_clsact(&self.handle, ifindex).await
+            {
+                debug!(iface = %gone.name, error = %e, "removing our clsact");
+            }
+        }
+    }
+}
+
+/// Fails unless running as root (or with the capabilities loading BPF needs): a clear message beats EPERM.
+pub fn require_privileges() -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("dae run loads eBPF programs and must run as root");
+    }
+    Ok(())
+}

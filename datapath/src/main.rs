@@ -1,0 +1,170 @@
+//! `dae`: the dae-rs command line.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use datapath::{
+    attach::{TcAttach, XdpAttach},
+    clock::monotonic_coarse_ns,
+    daemon::{self, RunOptions},
+    flows::{FlowRow, render_table},
+    links::LinkCache,
+    maps::Maps,
+    netlink,
+    selection::Selection,
+    state::{self, DEFAULT_BPFFS},
+};
+use datapath_abi::flow::FLOW_TABLE_DEFAULT_ENTRIES;
+use tracing_subscriber::EnvFilter;
+
+/// dae-rs: a Linux gateway datapath (XDP + tc eBPF, io_uring userspace) that reads dae's configuration language.
+#[derive(Debug, Parser)]
+#[command(name = "dae", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Load the datapath, attach to the configured interfaces and serve until SIGINT/SIGTERM.
+    Run {
+        /// The configuration file (dae's `.dae` language).
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+        #[command(flatten)]
+        instance: InstanceArgs,
+        /// How tc programs are attached.
+        #[arg(long, value_enum, default_value = "auto")]
+        tc_attach: TcAttach,
+        /// How XDP is attached.
+        #[arg(long, value_enum, default_value = "auto")]
+        xdp_mode: XdpAttach,
+        /// Flow table capacity in entries.
+        #[arg(long, default_value_t = FLOW_TABLE_DEFAULT_ENTRIES)]
+        flow_table_size: u32,
+    },
+    /// Print the live flow tags of a running daemon.
+    Flows {
+        #[command(flatten)]
+        instance: InstanceArgs,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the datapath counters of a running daemon.
+    Stats {
+        #[command(flatten)]
+        instance: InstanceArgs,
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct InstanceArgs {
+    /// Instance name: several daemons may run side by side under different names.
+    #[arg(long, default_value = "default")]
+    instance: String,
+    /// The bpffs mount the maps are pinned under.
+    #[arg(long, default_value = DEFAULT_BPFFS)]
+    bpffs: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dae: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    match command {
+        Command::Run { config, instance, tc_attach, xdp_mode, flow_table_size } => {
+            daemon::require_privileges()?;
+            let loaded = config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            for warning in &loaded.warnings {
+                tracing::warn!("{warning}");
+            }
+            let selection = Selection::from_global(&loaded.config.global);
+            let opts = RunOptions {
+                instance: instance.instance,
+                bpffs: instance.bpffs,
+                tc: tc_attach,
+                xdp: xdp_mode,
+                flow_table_entries: flow_table_size,
+            };
+            rt.block_on(daemon::run(selection, opts))
+        }
+        Command::Flows { instance, json } => {
+            let maps = open(&instance)?;
+            let cache = LinkCache::new();
+            rt.block_on(async {
+                let handle = netlink::connect()?;
+                cache.replace_all(netlink::dump_links(&handle).await?);
+                anyhow::Ok(())
+            })?;
+            let mut reader = cache.reader();
+            let clock = maps.gate()?;
+            let now = monotonic_coarse_ns();
+            let mut rows: Vec<FlowRow> =
+                maps.flows.snapshot().iter().map(|(k, t)| FlowRow::new(k, t, &mut reader, &clock, now)).collect();
+            rows.sort_by(|a, b| a.age_ms.cmp(&b.age_ms).reverse().then_with(|| a.src.cmp(&b.src)));
+            if json {
+                for row in &rows {
+                    println!("{}", serde_json::to_string(row)?);
+                }
+            } else {
+                print!("{}", render_table(&rows));
+            }
+            Ok(())
+        }
+        Command::Stats { instance, json } => {
+            let maps = open(&instance)?;
+            let gate = maps.gate()?;
+            let counters = maps.counters()?;
+            // The lease is in ticks; the gate's own sample says how many ticks have passed since it was written.
+            let elapsed_ns = monotonic_coarse_ns().saturating_sub(gate.sample_mono_ns);
+            let now_ticks = gate.sample_ticks + elapsed_ns * gate.ticks_per_sec / 1_000_000_000;
+            let open = gate.is_open(now_ticks);
+            let flows = maps.flows.snapshot().len();
+            if json {
+                let mut obj = serde_json::Map::new();
+                obj.insert("gate_open".into(), open.into());
+                obj.insert("flows".into(), flows.into());
+                obj.insert("flow_capacity".into(), maps.flows.capacity().into());
+                for (c, v) in counters {
+                    obj.insert(c.name().into(), v.into());
+                }
+                println!("{}", serde_json::Value::Object(obj));
+            } else {
+                println!("gate                  {}", if open { "open" } else { "closed" });
+                println!("flows                 {flows} of {}", maps.flows.capacity());
+                for (c, v) in counters {
+                    println!("{:<21} {v}", c.name());
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn open(args: &InstanceArgs) -> anyhow::Result<Maps> {
+    state::check_name(&args.instance)?;
+    let dir = state::pin_dir(&args.bpffs, &args.instance);
+    Maps::open_pinned(&dir).with_context(|| {
+        format!("no running daemon for instance {:?} (no maps pinned in {})", args.instance, dir.display())
+    })
+}

@@ -1,0 +1,41 @@
+//! `cargo run --release -p perf -- [--json] [--only kernel|ifname]`: dae-rs benchmarks.
+//!
+//! Every figure is printed with the baseline measured in the same run and their ratio (STYLE.md, "Benchmarks").
+//! Kernel benchmarks (BPF_PROG_TEST_RUN) need root and say so when not.
+
+mod ifname;
+mod kernel;
+mod report;
+
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+#[command(about = "dae-rs benchmarks: figures with same-run baselines")]
+struct Args {
+    /// One JSON object per line: name, value, unit, baseline, ratio.
+    #[arg(long)]
+    json: bool,
+    /// Run only one group.
+    #[arg(long, value_parser = ["kernel", "ifname"])]
+    only: Option<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let want = |group: &str| args.only.as_deref().is_none_or(|o| o == group);
+    if want("kernel") {
+        if bench_lab::is_root() {
+            for figure in kernel::bench()? {
+                figure.print(args.json);
+            }
+        } else {
+            eprintln!("perf: skipping kernel benchmarks: BPF_PROG_TEST_RUN needs root");
+        }
+    }
+    if want("ifname") {
+        for figure in ifname::bench() {
+            figure.print(args.json);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,8 @@
+//! Relaying for dae-rs.
+//!
+//! Dials the outbound (direct first; SOCKS5/HTTP and other proxy protocols later), moves bytes with splice or
+//! io_uring, keeps UDP sessions full-cone with timeouts, sends replies from transparent sockets; sniffs QUIC
+//! Initials, TLS ClientHello and HTTP Host as sans-IO cores for domain routing.
+//!
+//! Not built yet: issues 4 (relay, sessions, outbounds) and 6 (sniffers) hold the work.
+#![forbid(unsafe_code)]
