@@ -78,16 +78,45 @@ impl Hasher for IfindexHasher {
 
 type IndexMap<V> = HashMap<u32, V, BuildHasherDefault<IfindexHasher>>;
 
+/// Interface indexes below this are looked up by direct indexing; the kernel hands out small indexes first, so
+/// almost every link on a gateway lands here (larger ones fall back to a hash map).
+const DENSE_INDEXES: usize = 1024;
+
 /// An immutable snapshot of the links of one network namespace.
 #[derive(Clone, Debug, Default)]
 pub struct LinkTable {
     by_index: IndexMap<Link>,
+    /// `dense[i]` mirrors `by_index[i]` for `i < DENSE_INDEXES`, so the common lookup is one bounds check.
+    dense: Vec<Option<Link>>,
 }
 
 impl LinkTable {
     /// The link with this index.
+    #[inline]
     pub fn get(&self, index: u32) -> Option<&Link> {
-        self.by_index.get(&index)
+        match self.dense.get(index as usize) {
+            Some(slot) => slot.as_ref(),
+            None if (index as usize) < DENSE_INDEXES => None,
+            None => self.by_index.get(&index),
+        }
+    }
+
+    fn insert(&mut self, link: Link) -> Option<Link> {
+        let index = link.index as usize;
+        if index < DENSE_INDEXES {
+            if self.dense.len() <= index {
+                self.dense.resize(index + 1, None);
+            }
+            self.dense[index] = Some(link.clone());
+        }
+        self.by_index.insert(link.index, link)
+    }
+
+    fn remove(&mut self, index: u32) -> Option<Link> {
+        if let Some(slot) = self.dense.get_mut(index as usize) {
+            *slot = None;
+        }
+        self.by_index.remove(&index)
     }
 
     /// The link with this name (names are unique within a namespace).
@@ -159,11 +188,11 @@ impl LinkCache {
         let stale: Vec<u32> =
             table.by_index.values().filter(|l| l.name == link.name && l.index != link.index).map(|l| l.index).collect();
         for index in stale {
-            if let Some(old) = table.by_index.remove(&index) {
+            if let Some(old) = table.remove(index) {
                 changes.push(LinkChange::Removed(old));
             }
         }
-        match table.by_index.insert(link.index, link.clone()) {
+        match table.insert(link.clone()) {
             None => changes.push(LinkChange::Added(link)),
             Some(old) if old != link => changes.push(LinkChange::Updated { old, new: link }),
             Some(_) => {}
@@ -177,7 +206,7 @@ impl LinkCache {
     /// Applies RTM_DELLINK.
     pub fn remove(&self, index: u32) -> LinkChange {
         let mut table = LinkTable::clone(&self.current.load());
-        match table.by_index.remove(&index) {
+        match table.remove(index) {
             Some(old) => {
                 self.current.store(Arc::new(table));
                 LinkChange::Removed(old)
@@ -191,7 +220,7 @@ impl LinkCache {
         let old = self.current.load_full();
         let mut table = LinkTable::default();
         for link in links {
-            table.by_index.insert(link.index, link);
+            table.insert(link);
         }
         let mut changes = Vec::new();
         for link in table.by_index.values() {
@@ -288,6 +317,20 @@ mod tests {
         assert!(matches!(&changes[..], [
             LinkChange::Removed(a), LinkChange::Updated { new: b, .. }, LinkChange::Added(c)
         ] if a.index == 2 && &*b.name == "new" && c.index == 4));
+    }
+
+    #[test]
+    fn large_indexes_use_the_sparse_map() {
+        let cache = LinkCache::new();
+        cache.upsert(link(70_000, "far0"));
+        cache.upsert(link(3, "near0"));
+        let mut reader = cache.reader();
+        assert_eq!(reader.name(70_000), Some("far0"));
+        assert_eq!(reader.name(3), Some("near0"));
+        assert_eq!(reader.name(4), None);
+        assert_eq!(reader.name(1023), None);
+        cache.remove(70_000);
+        assert_eq!(reader.name(70_000), None);
     }
 
     #[test]

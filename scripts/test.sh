@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Every check CI runs: set-up (idempotent), formatting, lints, all tests including the privileged ones
+# (network namespaces and eBPF; they print a SKIP line when not root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+./scripts/setup.sh
+echo "== fmt"
+cargo fmt --all -- --check
+(cd datapath-ebpf && cargo fmt -- --check)
+echo "== clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== tests"
+cargo test --workspace --no-fail-fast
+echo "== all checks passed"
