@@ -27,8 +27,17 @@ pub struct Place {
 }
 
 /// Records one packet of the flow `key` at `now` ticks; `refresh` is the last-seen refresh interval in ticks.
+/// `egress` is asked only when the flow is new and its egress interface is not known from the hook.
 #[inline(always)]
-pub fn record(key: &FlowKey, tcp_flags: u8, len: u32, place: Place, now: u64, refresh: u64) {
+pub fn record(
+    key: &FlowKey,
+    tcp_flags: u8,
+    len: u32,
+    place: Place,
+    now: u64,
+    refresh: u64,
+    egress: impl FnOnce() -> u32,
+) {
     let hash = flow_hash(key, flow_hash_seed());
     let Some(bucket) = FLOWS.get_ptr_mut(bucket_of(hash, flow_buckets())) else { return };
     // SAFETY: a live array element; other CPUs touch it only through the slot protocol below.
@@ -67,6 +76,7 @@ pub fn record(key: &FlowKey, tcp_flags: u8, len: u32, place: Place, now: u64, re
         if !claimed {
             continue;
         }
+        let egress_ifindex = if place.egress_ifindex == 0 { egress() } else { place.egress_ifindex };
         slot.hash = hash;
         slot.key = *key;
         slot.tag = FlowTag {
@@ -75,7 +85,7 @@ pub fn record(key: &FlowKey, tcp_flags: u8, len: u32, place: Place, now: u64, re
             packets: 1,
             bytes: u64::from(len),
             ingress_ifindex: place.ingress_ifindex,
-            egress_ifindex: place.egress_ifindex,
+            egress_ifindex,
             direction: place.direction as u8,
             flags: if closing { FLOW_F_TCP_CLOSING } else { 0 },
             _pad: [0; 6],

@@ -11,6 +11,7 @@
 #![feature(core_intrinsics)]
 
 mod counters;
+mod fib;
 mod flow;
 mod gate;
 mod maps;

@@ -4,7 +4,7 @@ use aya_ebpf::{bindings::__sk_buff, helpers::bpf_skb_pull_data};
 use datapath_abi::{Counter, Direction, FlowKey};
 
 use crate::{
-    counters,
+    counters, fib,
     flow::{self, Place},
     gate, meta,
     parse::{self, Headers, MAX_L4_OFFSET, Skip},
@@ -63,10 +63,11 @@ fn tag<const L2: bool>(skb: *mut __sk_buff, place: Place, now: u64, refresh: u64
     match parsed {
         Ok((h, _)) if h.fragment => counters::bump(Counter::Fragment),
         Ok((h, _)) if !parse::is_tcp_or_udp(h.proto) => counters::bump(Counter::NotTcpUdp),
-        Ok((_, tcp_flags)) => {
+        Ok((h, tcp_flags)) => {
             // SAFETY: context field readable by tc programs.
             let len = unsafe { (*skb).len };
-            flow::record(&key, tcp_flags, len, place, now, refresh);
+            let egress = || fib::egress_ifindex(skb, &key, h.version == 4, place.ingress_ifindex);
+            flow::record(&key, tcp_flags, len, place, now, refresh, egress);
         }
         Err(Skip::NotIp) => counters::bump(Counter::NotIp),
         Err(_) => counters::bump(Counter::Malformed),

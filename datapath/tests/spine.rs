@@ -101,6 +101,7 @@ fn lan_in_tags_carry_the_lan_ifindex_and_direction() {
     let _t6 = tcp_echo(&topo.server, sock(topo.server_v6, 5302)).unwrap();
     let daemon = start(&topo, &[]);
     let lan_index = topo.gateway_ifindex(&lan.gateway_if).unwrap();
+    let wan_index = topo.gateway_ifindex(&topo.wan_if).unwrap();
 
     let udp = [
         (sock(lan.client_v4, 40001), sock(topo.server_v4, 5301)),
@@ -124,6 +125,8 @@ fn lan_in_tags_carry_the_lan_ifindex_and_direction() {
         assert_eq!(f["direction"], "lan-in");
         assert_eq!(f["ingress_ifindex"], lan_index);
         assert_eq!(f["ingress"], lan.gateway_if.as_str());
+        assert_eq!(f["egress_ifindex"], wan_index, "the FIB's choice when the flow was first seen");
+        assert_eq!(f["egress"], topo.wan_if.as_str());
         assert!(f["packets"].as_u64().unwrap() >= 1);
     }
     assert_eq!(flows.iter().filter(|f| f["proto"] == "tcp").count(), 2, "one tag per TCP flow: {flows:#?}");

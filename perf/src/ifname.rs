@@ -37,31 +37,43 @@ fn link(index: u32, generation: u32) -> Link {
 
 type Locked = RwLock<HashMap<u32, Arc<str>>>;
 
-/// One contender: how to make a per-thread reader, look up, and update.
-struct Contender<T, R> {
-    reader: fn(&T) -> R,
-    lookup: fn(&T, &mut R, u32) -> usize,
-    update: fn(&T, u32, u32),
+/// One contender: a per-thread reader, a lookup, an update. A trait (not function pointers) so each lookup is
+/// inlined into the measuring loop and the harness adds no indirect call to either side.
+trait Contender: Send + Sync + 'static {
+    type Reader;
+    fn reader(&self) -> Self::Reader;
+    fn lookup(&self, reader: &mut Self::Reader, index: u32) -> usize;
+    fn update(&self, index: u32, generation: u32);
 }
 
-const CACHE: Contender<LinkCache, LinkReader> = Contender {
-    reader: LinkCache::reader,
-    lookup: |_, reader, index| reader.name(index).map_or(0, str::len),
-    update: |cache, index, generation| {
-        cache.upsert(link(index, generation));
-    },
-};
+impl Contender for LinkCache {
+    type Reader = LinkReader;
+    fn reader(&self) -> LinkReader {
+        LinkCache::reader(self)
+    }
+    #[inline]
+    fn lookup(&self, reader: &mut LinkReader, index: u32) -> usize {
+        reader.name(index).map_or(0, str::len)
+    }
+    fn update(&self, index: u32, generation: u32) {
+        self.upsert(link(index, generation));
+    }
+}
 
-const LOCKED: Contender<Locked, ()> = Contender {
-    reader: |_| (),
-    lookup: |table, _, index| table.read().unwrap_or_else(|e| e.into_inner()).get(&index).map_or(0, |n| n.len()),
-    update: |table, index, generation| {
-        table.write().unwrap_or_else(|e| e.into_inner()).insert(index, link(index, generation).name);
-    },
-};
+impl Contender for Locked {
+    type Reader = ();
+    fn reader(&self) {}
+    #[inline]
+    fn lookup(&self, _: &mut (), index: u32) -> usize {
+        self.read().unwrap_or_else(|e| e.into_inner()).get(&index).map_or(0, |n| n.len())
+    }
+    fn update(&self, index: u32, generation: u32) {
+        self.write().unwrap_or_else(|e| e.into_inner()).insert(index, link(index, generation).name);
+    }
+}
 
 /// ns per lookup for each of `threads` concurrent readers (the slowest thread's time over its lookups).
-fn measure<T: Send + Sync + 'static, R>(table: &Arc<T>, threads: usize, c: &'static Contender<T, R>) -> f64 {
+fn measure<T: Contender>(table: &Arc<T>, threads: usize) -> f64 {
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let (table, stop) = (Arc::clone(table), Arc::clone(&stop));
@@ -70,7 +82,7 @@ fn measure<T: Send + Sync + 'static, R>(table: &Arc<T>, threads: usize, c: &'sta
             let mut generation = 0u32;
             while !stop.load(Ordering::Relaxed) {
                 generation = generation.wrapping_add(1);
-                (c.update)(&table, 1 + generation % LINKS, generation);
+                table.update(1 + generation % LINKS, generation);
                 next += WRITE_EVERY;
                 if let Some(wait) = next.checked_duration_since(Instant::now()) {
                     thread::sleep(wait);
@@ -83,12 +95,12 @@ fn measure<T: Send + Sync + 'static, R>(table: &Arc<T>, threads: usize, c: &'sta
         .map(|_| {
             let (table, barrier) = (Arc::clone(table), Arc::clone(&barrier));
             thread::spawn(move || {
-                let mut reader = (c.reader)(&table);
+                let mut reader = table.reader();
                 barrier.wait();
                 let start = Instant::now();
                 let mut sum = 0usize;
                 for i in 0..LOOKUPS {
-                    sum = sum.wrapping_add((c.lookup)(&table, &mut reader, 1 + i % LINKS));
+                    sum = sum.wrapping_add(table.lookup(&mut reader, 1 + i % LINKS));
                 }
                 black_box(sum);
                 start.elapsed()
@@ -106,15 +118,15 @@ pub fn bench() -> Vec<Figure> {
     let cache = Arc::new(LinkCache::new());
     let locked: Arc<Locked> = Arc::new(RwLock::new(HashMap::new()));
     for i in 1..=LINKS {
-        (CACHE.update)(&cache, i, 0);
-        (LOCKED.update)(&locked, i, 0);
+        cache.update(i, 0);
+        locked.update(i, 0);
     }
     let (mut ours1, mut ours2, mut lock1, mut lock2) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
-        ours1.push(measure(&cache, 1, &CACHE));
-        lock1.push(measure(&locked, 1, &LOCKED));
-        ours2.push(measure(&cache, 2, &CACHE));
-        lock2.push(measure(&locked, 2, &LOCKED));
+        ours1.push(measure(&cache, 1));
+        lock1.push(measure(&locked, 1));
+        ours2.push(measure(&cache, 2));
+        lock2.push(measure(&locked, 2));
     }
     let (ours1, ours2, lock1, lock2) = (median(&mut ours1), median(&mut ours2), median(&mut lock1), median(&mut lock2));
     // Throughput with two readers over one: each reader's ns/op is its own, so 2 threads give 2/ns2 lookups/ns.
