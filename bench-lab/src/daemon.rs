@@ -34,6 +34,7 @@ pub struct Daemon {
     netns_path: PathBuf,
     instance: String,
     dir: PathBuf,
+    config_path: PathBuf,
     child: ChildGuard,
     log: Arc<Log>,
 }
@@ -78,7 +79,7 @@ impl Daemon {
                 sink.grew.notify_all();
             }
         });
-        let mut daemon = Self { bin: bin.to_path_buf(), netns_path: ns.path(), instance, dir, child, log };
+        let mut daemon = Self { bin: bin.to_path_buf(), netns_path: ns.path(), instance, dir, config_path, child, log };
         if !daemon.wait_for_log(READY_LINE, READY_TIMEOUT) {
             let status = daemon.child.child().try_wait()?;
             return Err(io::Error::other(format!(
@@ -125,15 +126,31 @@ impl Daemon {
         }
     }
 
-    fn cli(&self, args: &[&str]) -> io::Result<String> {
-        let out = std::process::Command::new("nsenter")
+    /// The configuration file the daemon was started with.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// Replaces the configuration file (for a reload), keeping mode 0600.
+    pub fn rewrite_config(&self, config: &str) -> io::Result<()> {
+        fs::write(&self.config_path, config)?;
+        fs::set_permissions(&self.config_path, fs::Permissions::from_mode(0o600))
+    }
+
+    /// `dae <args> --instance <ours>` inside the namespace; the whole output, whatever the exit status.
+    pub fn cli_output(&self, args: &[&str]) -> io::Result<std::process::Output> {
+        std::process::Command::new("nsenter")
             .arg(format!("--net={}", self.netns_path.display()))
             .arg("--")
             .arg(&self.bin)
             .args(args)
             .args(["--instance", &self.instance])
             .stdin(Stdio::null())
-            .output()?;
+            .output()
+    }
+
+    fn cli(&self, args: &[&str]) -> io::Result<String> {
+        let out = self.cli_output(args)?;
         if !out.status.success() {
             return Err(io::Error::other(format!("dae {args:?}: {}", String::from_utf8_lossy(&out.stderr))));
         }

@@ -43,6 +43,10 @@ pub struct Spec {
     pub fragment: Option<Fragment>,
     /// Pad (or allow) the whole frame to this many bytes; 0 = no padding.
     pub frame_len: usize,
+    /// DSCP (0..=63) in the IPv4 TOS / IPv6 traffic class.
+    pub dscp: u8,
+    /// Ethernet source address.
+    pub src_mac: [u8; 6],
 }
 
 /// Fragment position.
@@ -68,6 +72,8 @@ impl Spec {
             v6_ext: Vec::new(),
             fragment: None,
             frame_len: 0,
+            dscp: 0,
+            src_mac: [0x02, 0, 0, 0, 0, 0x01],
         }
     }
 
@@ -103,7 +109,8 @@ impl Spec {
         };
         let mut frame = Vec::new();
         if self.ethernet {
-            frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01]);
+            frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02]);
+            frame.extend_from_slice(&self.src_mac);
             for (tpid, vid) in &self.vlans {
                 frame.extend_from_slice(&tpid.to_be_bytes());
                 frame.extend_from_slice(&vid.to_be_bytes());
@@ -116,6 +123,7 @@ impl Spec {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
                 let mut h = [0u8; 20];
                 h[0] = 0x45;
+                h[1] = self.dscp << 2;
                 h[8] = 64;
                 h[9] = proto;
                 let frag: u16 = match self.fragment {
@@ -135,7 +143,9 @@ impl Spec {
                     exts.push(44);
                 }
                 let mut h = vec![0u8; 40];
-                h[0] = 0x60;
+                let tclass = self.dscp << 2;
+                h[0] = 0x60 | tclass >> 4;
+                h[1] = tclass << 4;
                 h[6] = exts.first().copied().unwrap_or(proto);
                 h[7] = 64;
                 h[8..24].copy_from_slice(&s.octets());

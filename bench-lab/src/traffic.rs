@@ -89,10 +89,21 @@ pub fn tcp_echo(ns: &Netns, addr: SocketAddr) -> io::Result<EchoServer> {
 
 /// Sends `payload` from `ns` (bound to `from`, port 0 = any) to `to` over UDP and waits for the echo.
 pub fn udp_roundtrip(ns: &Netns, from: SocketAddr, to: SocketAddr, payload: &[u8]) -> io::Result<Vec<u8>> {
+    udp_roundtrip_within(ns, from, to, payload, ECHO_TIMEOUT)
+}
+
+/// [`udp_roundtrip`] waiting at most `timeout` (for checking that something is dropped).
+pub fn udp_roundtrip_within(
+    ns: &Netns,
+    from: SocketAddr,
+    to: SocketAddr,
+    payload: &[u8],
+    timeout: Duration,
+) -> io::Result<Vec<u8>> {
     let payload = payload.to_vec();
     ns.run_in(move || -> io::Result<Vec<u8>> {
         let socket = UdpSocket::bind(from)?;
-        socket.set_read_timeout(Some(ECHO_TIMEOUT))?;
+        socket.set_read_timeout(Some(timeout))?;
         socket.send_to(&payload, to)?;
         let mut buf = vec![0u8; 65536];
         let (n, _) = socket.recv_from(&mut buf)?;

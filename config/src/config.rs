@@ -67,7 +67,7 @@ fn merge_sections(sections: impl IntoIterator<Item = Section>) -> Vec<Section> {
 }
 
 /// Errors in file order, file-less errors last, so the first one printed is the first one in the text.
-fn sort_errors(errors: &mut [ConfigError]) {
+pub(crate) fn sort_errors(errors: &mut [ConfigError]) {
     errors.sort_by_key(|error| (error.span().is_none(), error.span().map(|span| (span.file, span.start))));
 }
 

@@ -180,6 +180,61 @@ pub enum ErrorKind {
         /// The path.
         path: String,
     },
+    /// A routing function that does not exist.
+    #[error("unknown function `{name}`{}", did_you_mean(.suggestion))]
+    UnknownFunction {
+        /// The name as written.
+        name: String,
+        /// The closest known function, if one is close.
+        suggestion: Option<String>,
+    },
+    /// A `key:` that a routing function does not take.
+    #[error("`{function}` does not take the key `{key}`{}", did_you_mean(.suggestion))]
+    UnknownParamKey {
+        /// The function, e.g. `domain`.
+        function: String,
+        /// The key as written.
+        key: String,
+        /// The closest key the function takes, if one is close.
+        suggestion: Option<String>,
+    },
+    /// A value that a routing function or an outbound refuses.
+    #[error("invalid value in `{function}(...)`: {reason}")]
+    InvalidArgument {
+        /// The function or outbound, e.g. `dip` or `direct`.
+        function: String,
+        /// Why the value is refused and what is accepted.
+        reason: String,
+    },
+    /// An outbound that is neither built in nor a group of the `group` section.
+    #[error(
+        "outbound `{name}` is not defined: define it in section `group`, or use `direct` or `block`{}",
+        did_you_mean(.suggestion)
+    )]
+    UnknownOutbound {
+        /// The outbound as written.
+        name: String,
+        /// The closest defined outbound, if one is close.
+        suggestion: Option<String>,
+    },
+    /// An `interface(...)` name that no configured interface of its zone matches.
+    #[error("`{name}` is not a {zone} interface: {configured}")]
+    UnconfiguredInterface {
+        /// `LAN` or `WAN`.
+        zone: &'static str,
+        /// The interface name.
+        name: String,
+        /// What `lan_interface` / `wan_interface` hold, as a sentence.
+        configured: String,
+    },
+    /// A geosite/geoip asset file or tag that cannot be used.
+    #[error("{what}: {reason}")]
+    Asset {
+        /// What was asked for, e.g. "geosite `cn` in `geosite.dat`".
+        what: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
     /// `include` in a configuration loaded with [`crate::load_str`].
     #[error(
         "`include` is not available for a configuration read from memory: there is no entry folder to resolve paths against; use `config::load` with a file"

@@ -7,7 +7,10 @@
 //!   value checked; unknown keys are errors with a "did you mean" suggestion; keys dae-rs does not act on
 //!   yet produce a [`Warning`];
 //! - `subscription`, `node`, `group`, `routing` and `dns` are checked for shape and kept as syntax tree
-//!   ([`ast`]) with a span on every node, for a later lowering stage.
+//!   ([`ast`]) with a span on every node;
+//! - [`rules::lower`] turns `routing` into the rule IR ([`rules::RuleSet`]) with dae's semantics, which the
+//!   reference evaluator, the userspace matcher ([`rules::Compiled`]) and the kernel all evaluate;
+//!   [`validate`] does load and lower in one step (`dae validate`).
 //!
 //! Errors come all at once (the first and up to ten more are printed) as `file:line:col: message`
 //! followed by the source line and carets under the offending token; see [`ConfigErrors`].
@@ -31,9 +34,11 @@ mod include;
 mod interface;
 mod lexer;
 mod parser;
+pub mod rules;
 mod sections;
 pub mod source;
 mod suggest;
+mod validate;
 mod values;
 
 use std::path::Path;
@@ -44,6 +49,7 @@ pub use error::{ConfigError, ConfigErrors, ErrorKind, MAX_REPORTED_ERRORS, Note,
 pub use global::{DialMode, Global, KeySupport, LogLevel, NumberRange, TlsImplementation, global_keys};
 pub use interface::{InterfaceError, InterfacePattern, MAX_IFNAME_LEN, WanInterface};
 pub use sections::{DnsSection, DnsUpstream, Filter, Group, NamedLink, RoutingSection};
+pub use validate::{Validated, validate, validate_with};
 
 /// Reads the configuration at `path` and every file it includes, then parses and type-checks it.
 ///

@@ -23,10 +23,12 @@ pub enum Counter {
     XdpMetaUsed = 6,
     /// XDP could not reserve metadata room (driver without support); tc parsed the packet itself.
     XdpMetaUnavailable = 7,
+    /// A packet of a flow decided `block` was dropped.
+    Blocked = 8,
 }
 
 /// Number of [`Counter`] slots; the `COUNTERS` map has exactly this many entries.
-pub const COUNTER_SLOTS: u32 = 8;
+pub const COUNTER_SLOTS: u32 = 9;
 
 impl Counter {
     /// Every counter, in index order.
@@ -39,6 +41,7 @@ impl Counter {
         Counter::NotIp,
         Counter::XdpMetaUsed,
         Counter::XdpMetaUnavailable,
+        Counter::Blocked,
     ];
 
     /// The metric name operators see.
@@ -52,6 +55,7 @@ impl Counter {
             Counter::NotIp => "not_ip",
             Counter::XdpMetaUsed => "xdp_meta_used",
             Counter::XdpMetaUnavailable => "xdp_meta_unavailable",
+            Counter::Blocked => "blocked",
         }
     }
 }

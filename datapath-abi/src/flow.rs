@@ -199,10 +199,12 @@ pub const FLOW_F_TCP_CLOSING: u8 = 1 << 0;
 /// 16..24  packets          u64  packets seen by the tagging hook
 /// 24..32  bytes            u64  bytes (skb->len) seen by the tagging hook
 /// 32..36  ingress_ifindex  u32  LAN interface for lan-in; 0 (none) for wan-out
-/// 36..40  egress_ifindex   u32  WAN interface for wan-out; 0 (not known yet) for lan-in
-/// 40      direction        u8   Direction
-/// 41      flags            u8   FLOW_F_*
-/// 42..48  _pad             [u8; 6]
+/// 36..40  egress_ifindex   u32  WAN interface for wan-out; the FIB's choice for lan-in (0: no route)
+/// 40..44  mark             u32  firewall mark the routing decision sets on every packet (0: none)
+/// 44      direction        u8   Direction
+/// 45      flags            u8   FLOW_F_*
+/// 46      outbound         u8   route::outbound::* decided on the first packet
+/// 47      route_flags      u8   route::ACTION_* of that decision
 /// ```
 /// Times are kernel ticks because reading jiffies costs the kernel nothing (the verifier inlines it) while a
 /// nanosecond clock is a helper call; [`crate::gate::Admission`] carries the tick rate and a tick/ns sample
@@ -223,12 +225,16 @@ pub struct FlowTag {
     pub ingress_ifindex: u32,
     /// Interface the flow leaves by (0: not known).
     pub egress_ifindex: u32,
+    /// Firewall mark the decision sets (0: none).
+    pub mark: u32,
     /// A [`Direction`] as `u8`.
     pub direction: u8,
     /// `FLOW_F_*` bits.
     pub flags: u8,
-    /// Always zero.
-    pub _pad: [u8; 6],
+    /// `route::outbound::*`.
+    pub outbound: u8,
+    /// `route::ACTION_*`.
+    pub route_flags: u8,
 }
 assert_layout!(FlowTag, size = 48, align = 8);
 assert_offset!(FlowTag, first_seen, 0);
@@ -237,8 +243,11 @@ assert_offset!(FlowTag, packets, 16);
 assert_offset!(FlowTag, bytes, 24);
 assert_offset!(FlowTag, ingress_ifindex, 32);
 assert_offset!(FlowTag, egress_ifindex, 36);
-assert_offset!(FlowTag, direction, 40);
-assert_offset!(FlowTag, flags, 41);
+assert_offset!(FlowTag, mark, 40);
+assert_offset!(FlowTag, direction, 44);
+assert_offset!(FlowTag, flags, 45);
+assert_offset!(FlowTag, outbound, 46);
+assert_offset!(FlowTag, route_flags, 47);
 
 /// One slot of a bucket.
 ///

@@ -20,6 +20,7 @@ pub mod meta;
 pub mod names;
 #[cfg(feature = "user")]
 mod pod;
+pub mod route;
 
 pub use counters::Counter;
 pub use flow::{Direction, FlowBucket, FlowKey, FlowSlot, FlowTag};

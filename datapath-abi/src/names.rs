@@ -24,7 +24,7 @@ pub const PROG_BENCH_EMPTY_XDP: &str = "bench_empty_xdp";
 pub const PROG_BENCH_EMPTY_TC: &str = "bench_empty_tc";
 
 /// Every program in the object.
-pub const PROGRAMS: [&str; 9] = [
+pub const PROGRAMS: [&str; 10] = [
     PROG_XDP_L2,
     PROG_XDP_L3,
     PROG_TC_LAN_INGRESS_L2,
@@ -34,6 +34,7 @@ pub const PROGRAMS: [&str; 9] = [
     PROG_BENCH_EMPTY_XDP,
     PROG_BENCH_EMPTY_TC,
     PROG_CLOCK_PROBE,
+    PROG_ROUTE_PROBE,
 ];
 
 /// `Array<FlowBucket>`, mmap-able: the flow table.
@@ -51,5 +52,47 @@ pub const GLOBAL_FLOW_HASH_SEED: &str = "FLOW_HASH_SEED";
 /// The `u32` global with the flow table's bucket count (a power of two), set by the loader.
 pub const GLOBAL_FLOW_BUCKETS: &str = "FLOW_BUCKETS";
 
+/// `Array<RouteSelector>` [1]: the active routing bank.
+pub const MAP_ROUTE_SELECTOR: &str = "ROUTE_SELECTOR";
+/// `Array<RouteConfig>` [2 banks].
+pub const MAP_ROUTE_CONFIG: &str = "ROUTE_CONFIG";
+/// `Array<RuleBits>` [2 banks × MAX_CLASSES]: the class bitmaps of every dimension.
+pub const MAP_ROUTE_CLASS_BITS: &str = "ROUTE_CLASS_BITS";
+/// `Array<RouteAction>` [2 banks × MAX_RULES].
+pub const MAP_ROUTE_ACTIONS: &str = "ROUTE_ACTIONS";
+/// `LpmTrie<[u8; LPM_DATA], u32>`: address prefix -> class, both address dimensions, both banks.
+pub const MAP_ROUTE_LPM: &str = "ROUTE_LPM";
+/// `Array<u64>` [2 banks × PORT_SLOTS]: port -> class (u64 so the mmap-able array has no padding).
+pub const MAP_ROUTE_PORT_CLASS: &str = "ROUTE_PORT_CLASS";
+/// `Array<u64>` [2 banks × SMALL_SLOTS]: transport and DSCP -> class.
+pub const MAP_ROUTE_SMALL_CLASS: &str = "ROUTE_SMALL_CLASS";
+/// `HashMap<IfaceKey, u32>`: interface -> class.
+pub const MAP_ROUTE_IFACE: &str = "ROUTE_IFACE";
+/// `HashMap<MacKey, u32>`: source MAC -> class.
+pub const MAP_ROUTE_MAC: &str = "ROUTE_MAC";
+/// `HashMap<DomainKey, RuleBits>`: destination address -> domain-dimension bitmap, from DNS answers.
+pub const MAP_ROUTE_DOMAIN: &str = "ROUTE_DOMAIN";
+/// `Array<RouteProbe>` [1]: in/out of `route_probe`.
+pub const MAP_ROUTE_PROBE: &str = "ROUTE_PROBE";
+
+/// Routes one test-run packet as tc would, writing the decision into `ROUTE_PROBE`; loaded, never attached.
+pub const PROG_ROUTE_PROBE: &str = "route_probe";
+
 /// Every map in the object.
-pub const MAPS: [&str; 4] = [MAP_FLOWS, MAP_ADMISSION, MAP_COUNTERS, MAP_CLOCK_PROBE];
+pub const MAPS: [&str; 15] = [
+    MAP_FLOWS,
+    MAP_ADMISSION,
+    MAP_COUNTERS,
+    MAP_CLOCK_PROBE,
+    MAP_ROUTE_SELECTOR,
+    MAP_ROUTE_CONFIG,
+    MAP_ROUTE_CLASS_BITS,
+    MAP_ROUTE_ACTIONS,
+    MAP_ROUTE_LPM,
+    MAP_ROUTE_PORT_CLASS,
+    MAP_ROUTE_SMALL_CLASS,
+    MAP_ROUTE_IFACE,
+    MAP_ROUTE_MAC,
+    MAP_ROUTE_DOMAIN,
+    MAP_ROUTE_PROBE,
+];

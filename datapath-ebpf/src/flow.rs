@@ -5,6 +5,7 @@ use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xchg};
 use datapath_abi::{
     Counter, Direction, FlowKey, FlowTag,
     flow::{BUCKET_WAYS, FLOW_F_TCP_CLOSING, SLOT_BUSY, SLOT_EMPTY, SLOT_VALID, bucket_of, flow_hash},
+    route::RouteAction,
 };
 
 use crate::{
@@ -26,8 +27,19 @@ pub struct Place {
     pub egress_ifindex: u32,
 }
 
-/// Records one packet of the flow `key` at `now` ticks; `refresh` is the last-seen refresh interval in ticks.
-/// `egress` is asked only when the flow is new and its egress interface is not known from the hook.
+/// The routing decision a flow carries: what every packet of it gets.
+#[derive(Clone, Copy)]
+pub struct Decision {
+    /// `route::outbound::*`.
+    pub outbound: u8,
+    /// Firewall mark to set (0: none).
+    pub mark: u32,
+}
+
+/// Records one packet of the flow `key` at `now` ticks and returns the flow's decision; `refresh` is the
+/// last-seen refresh interval in ticks. `route` and `egress` are asked only when the flow is new (`egress` only
+/// when the hook does not know the egress interface): a flow keeps the decision of its first packet, across
+/// reloads too.
 #[inline(always)]
 pub fn record(
     key: &FlowKey,
@@ -36,10 +48,14 @@ pub fn record(
     place: Place,
     now: u64,
     refresh: u64,
+    route: impl FnOnce() -> RouteAction,
     egress: impl FnOnce() -> u32,
-) {
+) -> Decision {
     let hash = flow_hash(key, flow_hash_seed());
-    let Some(bucket) = FLOWS.get_ptr_mut(bucket_of(hash, flow_buckets())) else { return };
+    let Some(bucket) = FLOWS.get_ptr_mut(bucket_of(hash, flow_buckets())) else {
+        let action = route();
+        return Decision { outbound: action.outbound, mark: action.mark };
+    };
     // SAFETY: a live array element; other CPUs touch it only through the slot protocol below.
     let bucket = unsafe { &mut *bucket };
     let closing = tcp_flags & (TCP_FIN | TCP_RST) != 0;
@@ -58,9 +74,10 @@ pub fn record(
             if closing && tag.flags & FLOW_F_TCP_CLOSING == 0 {
                 tag.flags |= FLOW_F_TCP_CLOSING;
             }
-            return;
+            return Decision { outbound: tag.outbound, mark: tag.mark };
         }
     }
+    let action = route();
     for i in 0..BUCKET_WAYS {
         let slot = &mut bucket.slots[i];
         let state: *mut u32 = &mut slot.state;
@@ -86,15 +103,19 @@ pub fn record(
             bytes: u64::from(len),
             ingress_ifindex: place.ingress_ifindex,
             egress_ifindex,
+            mark: action.mark,
             direction: place.direction as u8,
             flags: if closing { FLOW_F_TCP_CLOSING } else { 0 },
-            _pad: [0; 6],
+            outbound: action.outbound,
+            route_flags: action.flags,
         };
         // Publish: an exchange is a full barrier, so lookups that see VALID see the key and tag.
         // SAFETY: as above.
         unsafe { atomic_xchg::<u32, { AtomicOrdering::Release }>(state, SLOT_VALID) };
         counters::bump(Counter::FlowsCreated);
-        return;
+        return Decision { outbound: action.outbound, mark: action.mark };
     }
+    // No room: the packet is still routed, just not remembered.
     counters::bump(Counter::FlowTableFull);
+    Decision { outbound: action.outbound, mark: action.mark }
 }

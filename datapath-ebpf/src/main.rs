@@ -17,6 +17,7 @@ mod gate;
 mod maps;
 mod meta;
 mod parse;
+mod route;
 mod tc;
 mod xdp;
 
@@ -74,6 +75,14 @@ pub fn clock_probe(_ctx: *mut xdp_md) -> u32 {
         unsafe { *slot = gate::now_ticks() };
     }
     aya_ebpf::bindings::xdp_action::XDP_PASS
+}
+
+/// Routes one test-run packet with the direction and interface in `ROUTE_PROBE` and writes the decision there.
+/// Loaded, never attached: tests compare it with the userspace matcher, benchmarks time the routing miss path.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "classifier")]
+pub fn route_probe(skb: *mut __sk_buff) -> i32 {
+    tc::probe_route(skb)
 }
 
 /// Benchmark baseline: an XDP program that only passes. Loaded, never attached; `perf` subtracts its

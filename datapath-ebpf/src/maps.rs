@@ -2,11 +2,18 @@
 //! checks they exist.
 
 use aya_ebpf::{
-    bindings::BPF_F_MMAPABLE,
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
-    maps::{Array, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray},
 };
-use datapath_abi::{Admission, FlowBucket, counters::COUNTER_SLOTS};
+use datapath_abi::{
+    Admission, FlowBucket,
+    counters::COUNTER_SLOTS,
+    route::{
+        BANKS, DOMAIN_ENTRIES, DomainKey, IFACE_ENTRIES, IfaceKey, LPM_DATA, LPM_ENTRIES, MAC_ENTRIES, MAX_CLASSES,
+        MAX_RULES, MacKey, PORT_SLOTS, RouteAction, RouteConfig, RouteProbe, RouteSelector, RuleBits, SMALL_SLOTS,
+    },
+};
 
 /// The flow table: buckets of slots, mmap-able so userspace reads and expires flows without system calls.
 /// The loader sizes it (`map_max_entries`) to `FLOW_BUCKETS`.
@@ -24,6 +31,53 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SL
 /// Where `clock_probe` writes the tick count.
 #[map(name = "CLOCK_PROBE")]
 pub static CLOCK_PROBE: Array<u64> = Array::with_max_entries(1, 0);
+
+// The bank arrays are mmap-able: a reload writes the inactive bank as memory (131,072 port slots, thousands of
+// class bitmaps) instead of one system call per element, then flips ROUTE_SELECTOR with one update.
+
+/// The active routing bank.
+#[map(name = "ROUTE_SELECTOR")]
+pub static ROUTE_SELECTOR: Array<RouteSelector> = Array::with_max_entries(1, 0);
+
+/// Per-bank routing settings.
+#[map(name = "ROUTE_CONFIG")]
+pub static ROUTE_CONFIG: Array<RouteConfig> = Array::with_max_entries(BANKS, BPF_F_MMAPABLE);
+
+/// Class bitmaps of every dimension, `bank * MAX_CLASSES + class`.
+#[map(name = "ROUTE_CLASS_BITS")]
+pub static ROUTE_CLASS_BITS: Array<RuleBits> = Array::with_max_entries(BANKS * MAX_CLASSES, BPF_F_MMAPABLE);
+
+/// Rule decisions, `bank * MAX_RULES + rule`.
+#[map(name = "ROUTE_ACTIONS")]
+pub static ROUTE_ACTIONS: Array<RouteAction> = Array::with_max_entries(BANKS * MAX_RULES as u32, BPF_F_MMAPABLE);
+
+/// Address prefix -> class (both address dimensions, both banks, in the key).
+#[map(name = "ROUTE_LPM")]
+pub static ROUTE_LPM: LpmTrie<[u8; LPM_DATA], u32> = LpmTrie::with_max_entries(LPM_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// Port -> class, `bank * PORT_SLOTS + (0 dst | 1 src) * 65536 + port`.
+#[map(name = "ROUTE_PORT_CLASS")]
+pub static ROUTE_PORT_CLASS: Array<u64> = Array::with_max_entries(BANKS * PORT_SLOTS, BPF_F_MMAPABLE);
+
+/// Transport (4) and DSCP (64) -> class, `bank * SMALL_SLOTS + slot`.
+#[map(name = "ROUTE_SMALL_CLASS")]
+pub static ROUTE_SMALL_CLASS: Array<u64> = Array::with_max_entries(BANKS * SMALL_SLOTS, BPF_F_MMAPABLE);
+
+/// Interface (bank, direction, ifindex) -> class.
+#[map(name = "ROUTE_IFACE")]
+pub static ROUTE_IFACE: HashMap<IfaceKey, u32> = HashMap::with_max_entries(IFACE_ENTRIES, 0);
+
+/// Source MAC -> class.
+#[map(name = "ROUTE_MAC")]
+pub static ROUTE_MAC: HashMap<MacKey, u32> = HashMap::with_max_entries(MAC_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// Destination address -> domain bitmap, from DNS answers.
+#[map(name = "ROUTE_DOMAIN")]
+pub static ROUTE_DOMAIN: HashMap<DomainKey, RuleBits> = HashMap::with_max_entries(DOMAIN_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// In/out of `route_probe`.
+#[map(name = "ROUTE_PROBE")]
+pub static ROUTE_PROBE: Array<RouteProbe> = Array::with_max_entries(1, 0);
 
 /// Seed of `flow_hash`, random per daemon; set by the loader.
 #[unsafe(no_mangle)]

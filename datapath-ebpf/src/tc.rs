@@ -1,17 +1,22 @@
 //! tc programs: LAN ingress tags forwarded client flows, WAN egress tags flows the gateway originates.
 
 use aya_ebpf::{bindings::__sk_buff, helpers::bpf_skb_pull_data};
-use datapath_abi::{Counter, Direction, FlowKey};
+use datapath_abi::{Counter, Direction, FlowKey, route::outbound};
 
 use crate::{
     counters, fib,
     flow::{self, Place},
-    gate, meta,
+    gate,
+    maps::ROUTE_PROBE,
+    meta,
     parse::{self, Headers, MAX_L4_OFFSET, Skip},
+    route::{self, RouteInput},
 };
 
 /// `TC_ACT_UNSPEC`: pass and let later classifiers run (TCX: `TCX_NEXT`).
 const TC_ACT_UNSPEC: i32 = -1;
+/// `TC_ACT_SHOT`: drop.
+const TC_ACT_SHOT: i32 = 2;
 /// Bytes to make linear when headers straddle the linear area: the deepest header chain we parse plus a TCP
 /// header.
 const PULL_LEN: u32 = (MAX_L4_OFFSET + 20) as u32;
@@ -24,8 +29,7 @@ pub fn lan_ingress<const L2: bool>(skb: *mut __sk_buff) -> i32 {
     // SAFETY: context field readable by tc programs.
     let ifindex = unsafe { (*skb).ifindex };
     let place = Place { direction: Direction::LanIn, ingress_ifindex: ifindex, egress_ifindex: 0 };
-    tag::<L2>(skb, place, now, gate.ticks_per_sec);
-    TC_ACT_UNSPEC
+    tag::<L2>(skb, place, now, gate.ticks_per_sec)
 }
 
 /// WAN egress: only packets the gateway itself originated (no ingress interface); forwarded packets were tagged
@@ -40,12 +44,12 @@ pub fn wan_egress<const L2: bool>(skb: *mut __sk_buff) -> i32 {
     let now = gate::now_ticks();
     let Some(gate) = gate::open_at(now) else { return TC_ACT_UNSPEC };
     let place = Place { direction: Direction::WanOut, ingress_ifindex: 0, egress_ifindex: ifindex };
-    tag::<L2>(skb, place, now, gate.ticks_per_sec);
-    TC_ACT_UNSPEC
+    tag::<L2>(skb, place, now, gate.ticks_per_sec)
 }
 
+/// Tags the packet's flow and applies its decision: the verdict to return.
 #[inline(always)]
-fn tag<const L2: bool>(skb: *mut __sk_buff, place: Place, now: u64, refresh: u64) {
+fn tag<const L2: bool>(skb: *mut __sk_buff, place: Place, now: u64, refresh: u64) -> i32 {
     // One key on the stack, filled in place: returning it by value through the parse paths makes LLVM split it
     // into dozens of spilled stack slots.
     let mut key = FlowKey::default();
@@ -60,18 +64,68 @@ fn tag<const L2: bool>(skb: *mut __sk_buff, place: Place, now: u64, refresh: u64
         Err(Skip::Truncated) => reparse_after_pull::<L2>(skb, &mut key),
         other => other,
     };
-    match parsed {
-        Ok((h, _)) if h.fragment => counters::bump(Counter::Fragment),
-        Ok((h, _)) if !parse::is_tcp_or_udp(h.proto) => counters::bump(Counter::NotTcpUdp),
-        Ok((h, tcp_flags)) => {
-            // SAFETY: context field readable by tc programs.
-            let len = unsafe { (*skb).len };
-            let egress = || fib::egress_ifindex(skb, &key, h.version == 4, place.ingress_ifindex);
-            flow::record(&key, tcp_flags, len, place, now, refresh, egress);
-        }
-        Err(Skip::NotIp) => counters::bump(Counter::NotIp),
-        Err(_) => counters::bump(Counter::Malformed),
+    let (h, tcp_flags) = match parsed {
+        Ok((h, _)) if h.fragment => return counted(Counter::Fragment),
+        Ok((h, _)) if !parse::is_tcp_or_udp(h.proto) => return counted(Counter::NotTcpUdp),
+        Ok(parsed) => parsed,
+        Err(Skip::NotIp) => return counted(Counter::NotIp),
+        Err(_) => return counted(Counter::Malformed),
+    };
+    // SAFETY: context field readable by tc programs.
+    let len = unsafe { (*skb).len };
+    let routed = || {
+        let (start, end) = linear(skb);
+        let ifindex = match place.direction {
+            Direction::LanIn => place.ingress_ifindex,
+            Direction::WanOut => place.egress_ifindex,
+        };
+        let input =
+            RouteInput { key: &key, headers: &h, start, end, ethernet: L2, direction: place.direction, ifindex };
+        route::route(&input)
+    };
+    let egress = || fib::egress_ifindex(skb, &key, h.version == 4, place.ingress_ifindex);
+    let decision = flow::record(&key, tcp_flags, len, place, now, refresh, routed, egress);
+    apply(skb, decision)
+}
+
+/// What a decision does to a packet here: `block` drops, a mark is set, everything else passes on (proxied
+/// flows are steered by the gateway layer).
+#[inline(always)]
+fn apply(skb: *mut __sk_buff, decision: flow::Decision) -> i32 {
+    if decision.outbound == outbound::BLOCK {
+        counters::bump(Counter::Blocked);
+        return TC_ACT_SHOT;
     }
+    if decision.mark != 0 {
+        // SAFETY: `mark` is writable by tc programs.
+        unsafe { (*skb).mark = decision.mark };
+    }
+    TC_ACT_UNSPEC
+}
+
+#[inline(always)]
+fn counted(counter: Counter) -> i32 {
+    counters::bump(counter);
+    TC_ACT_UNSPEC
+}
+
+/// `route_probe`: routes a test-run packet as the tc programs would, with the direction and interface taken
+/// from `ROUTE_PROBE`, and writes the decision there.
+#[inline(always)]
+pub fn probe_route(skb: *mut __sk_buff) -> i32 {
+    let Some(probe) = ROUTE_PROBE.get_ptr_mut(0) else { return TC_ACT_UNSPEC };
+    // SAFETY: a live array element written only by userspace between test runs.
+    let probe = unsafe { &mut *probe };
+    let direction = if probe.direction == Direction::WanOut as u8 { Direction::WanOut } else { Direction::LanIn };
+    let mut key = FlowKey::default();
+    let Ok((h, _)) = parse_linear::<true>(skb, &mut key) else {
+        probe.action.outbound = outbound::NONE;
+        return TC_ACT_UNSPEC;
+    };
+    let (start, end) = linear(skb);
+    let input = RouteInput { key: &key, headers: &h, start, end, ethernet: true, direction, ifindex: probe.ifindex };
+    probe.action = route::route(&input);
+    TC_ACT_UNSPEC
 }
 
 /// Headers and, for unfragmented TCP/UDP, the key and TCP flags.

@@ -13,6 +13,8 @@ use tokio::{
 };
 use tracing::{debug, error, info, warn};
 
+use config::Validated;
+
 use crate::{
     attach::{Attacher, Roles, TcAttach, XdpAttach},
     clock::{self, monotonic_coarse_ns},
@@ -21,8 +23,9 @@ use crate::{
     maps::Maps,
     netlink::{self, LinkEvent, LinkMonitor},
     object,
+    routing::{self, Compiled, RouteMaps, Router},
     selection::Selection,
-    state::Instance,
+    state::{Instance, StatusFile},
 };
 
 /// How often the full link table is re-read to catch events the kernel dropped.
@@ -33,6 +36,8 @@ pub const JANITOR_EVERY: Duration = Duration::from_secs(5);
 /// Everything `dae run` needs besides the config.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
+    /// The configuration file, re-read on reload (SIGHUP, `dae reload`).
+    pub config_path: PathBuf,
     /// Instance name (lock and pin directory).
     pub instance: String,
     /// bpffs mount to pin under.
@@ -56,14 +61,22 @@ struct Control {
     hz: u64,
     /// The gate as last written (its clock sample converts flow ticks).
     gate: Admission,
+    router: Router,
+    config_path: PathBuf,
+    /// Rule-set generations published so far.
+    generation: u64,
+    status: StatusFile,
 }
 
-/// Runs the daemon until SIGINT/SIGTERM.
-pub async fn run(selection: Selection, opts: RunOptions) -> anyhow::Result<()> {
+/// Runs the daemon until SIGINT/SIGTERM, routing with `validated` (the loaded and lowered configuration).
+pub async fn run(validated: Validated, opts: RunOptions) -> anyhow::Result<()> {
     let instance = Instance::acquire(&opts.instance, &opts.bpffs)?;
+    let selection = Selection::from_global(&validated.config.global);
+    let compiled = compile_config(&validated)?;
     let mut loaded = object::load(opts.flow_table_entries)?;
     let mut maps = Maps::take(&mut loaded.ebpf, Some(instance.pin_dir()))?;
     maps.set_gate(Admission::default())?;
+    let router = Router::new(RouteMaps::take(&mut loaded.ebpf)?);
     let mut attacher = Attacher::new(loaded, opts.tc, opts.xdp);
     let probe = maps.clock_probe.as_ref().ok_or_else(|| anyhow::anyhow!("no clock probe map"))?;
     let hz = clock::measure_hz(attacher.ebpf_mut(), probe)?;
@@ -75,8 +88,22 @@ pub async fn run(selection: Selection, opts: RunOptions) -> anyhow::Result<()> {
     let cache = LinkCache::new();
     cache.replace_all(netlink::dump_links(&handle).await?);
     let pid = std::process::id();
-    let mut control =
-        Control { attacher, maps, cache, selection, handle, auto_wan: Vec::new(), pid, hz, gate: Admission::default() };
+    let mut control = Control {
+        attacher,
+        maps,
+        cache,
+        selection,
+        handle,
+        auto_wan: Vec::new(),
+        pid,
+        hz,
+        gate: Admission::default(),
+        router,
+        config_path: opts.config_path.clone(),
+        generation: 0,
+        status: StatusFile::new(instance.name()),
+    };
+    control.publish(compiled)?;
     control.refresh_auto_wan().await;
     control.reconcile(Verify::None).await;
 
@@ -92,6 +119,7 @@ pub async fn run(selection: Selection, opts: RunOptions) -> anyhow::Result<()> {
     }
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let outcome = loop {
         tokio::select! {
             event = monitor.next() => match event {
@@ -110,6 +138,7 @@ pub async fn run(selection: Selection, opts: RunOptions) -> anyhow::Result<()> {
                     debug!(scanned = sweep.scanned, removed = sweep.removed, "janitor");
                 }
             }
+            _ = sighup.recv() => control.reload().await,
             _ = sigterm.recv() => break Ok("SIGTERM"),
             _ = sigint.recv() => break Ok("SIGINT"),
         }
@@ -117,6 +146,7 @@ pub async fn run(selection: Selection, opts: RunOptions) -> anyhow::Result<()> {
     let reason = outcome.as_ref().map(|r| *r).unwrap_or("error");
     info!(reason, "shutting down: closing the gate and detaching");
     control.shutdown().await;
+    StatusFile::new(instance.name()).remove();
     drop(instance);
     outcome.map(|_| ())
 }
@@ -129,7 +159,53 @@ enum Verify {
     All,
 }
 
+/// Compiles a validated configuration for the kernel (groups in the order the `group` section lists them).
+fn compile_config(validated: &Validated) -> anyhow::Result<Compiled> {
+    let groups: Vec<String> = validated.config.group.iter().map(|g| g.name.name.clone()).collect();
+    Ok(routing::compile(&validated.rules, &groups)?)
+}
+
 impl Control {
+    /// Publishes a compiled rule set into the inactive bank and flips to it.
+    fn publish(&mut self, compiled: Compiled) -> anyhow::Result<()> {
+        let rules = compiled.actions.len();
+        let bank = self.router.publish(compiled, &self.cache.snapshot())?;
+        self.generation += 1;
+        info!(generation = self.generation, bank, rules, "rule set published");
+        self.status.write(self.generation, None);
+        Ok(())
+    }
+
+    /// SIGHUP: re-read the configuration; a new generation replaces the running one only if everything about it
+    /// checks out, and flows in flight keep the decision they were made with.
+    async fn reload(&mut self) {
+        let path = self.config_path.clone();
+        let result = match config::validate(&path) {
+            Ok(validated) => compile_config(&validated).map(|compiled| (validated, compiled)),
+            Err(errors) => Err(anyhow::anyhow!("{errors}")),
+        };
+        match result {
+            Ok((validated, compiled)) => {
+                for warning in &validated.warnings {
+                    warn!("{warning}");
+                }
+                if let Err(e) = self.publish(compiled) {
+                    error!(error = %format!("{e:#}"), "reload failed; the running rule set stays");
+                    self.status.write(self.generation, Some(&format!("{e:#}")));
+                    return;
+                }
+                self.selection = Selection::from_global(&validated.config.global);
+                self.refresh_auto_wan().await;
+                self.reconcile(Verify::None).await;
+                info!(generation = self.generation, "reloaded");
+            }
+            Err(e) => {
+                error!("reload failed; the running rule set stays:\n{e:#}");
+                self.status.write(self.generation, Some(&format!("{e:#}")));
+            }
+        }
+    }
+
     /// Samples the kernel's ticks and writes a fresh lease.
     fn renew_gate(&mut self) -> anyhow::Result<()> {
         let probe = self.maps.clock_probe.as_ref().ok_or_else(|| anyhow::anyhow!("no clock probe map"))?;
@@ -158,6 +234,14 @@ impl Control {
             }
         }
         self.reconcile(verify).await;
+        self.follow_interface_rules();
+    }
+
+    /// `interface(...)` rules follow names: re-resolve them against the current link table.
+    fn follow_interface_rules(&mut self) {
+        if let Err(e) = self.router.links_changed(&self.cache.snapshot()) {
+            error!(error = %e, "updating interface rules after a link change");
+        }
     }
 
     async fn full_reconcile(&mut self) {
@@ -172,6 +256,7 @@ impl Control {
         }
         self.refresh_auto_wan().await;
         self.reconcile(Verify::All).await;
+        self.follow_interface_rules();
     }
 
     async fn refresh_auto_wan(&mut self) {

@@ -12,8 +12,7 @@ use datapath::{
     links::LinkCache,
     maps::Maps,
     netlink,
-    selection::Selection,
-    state::{self, DEFAULT_BPFFS},
+    state::{self, DEFAULT_BPFFS, StatusFile},
 };
 use datapath_abi::flow::FLOW_TABLE_DEFAULT_ENTRIES;
 use tracing_subscriber::EnvFilter;
@@ -44,6 +43,17 @@ enum Command {
         /// Flow table capacity in entries.
         #[arg(long, default_value_t = FLOW_TABLE_DEFAULT_ENTRIES)]
         flow_table_size: u32,
+    },
+    /// Check a configuration: print OK (and warnings) or every error, exit 0 or 1.
+    Validate {
+        /// The configuration file.
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+    },
+    /// Make a running daemon re-read its configuration (as SIGHUP does) and report whether the new rules took.
+    Reload {
+        #[command(flatten)]
+        instance: InstanceArgs,
     },
     /// Print the live flow tags of a running daemon.
     Flows {
@@ -94,20 +104,34 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run { config, instance, tc_attach, xdp_mode, flow_table_size } => {
             daemon::require_privileges()?;
-            let loaded = config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-            for warning in &loaded.warnings {
+            let validated = config::validate(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            for warning in &validated.warnings {
                 tracing::warn!("{warning}");
             }
-            let selection = Selection::from_global(&loaded.config.global);
             let opts = RunOptions {
+                config_path: config,
                 instance: instance.instance,
                 bpffs: instance.bpffs,
                 tc: tc_attach,
                 xdp: xdp_mode,
                 flow_table_entries: flow_table_size,
             };
-            rt.block_on(daemon::run(selection, opts))
+            rt.block_on(daemon::run(validated, opts))
         }
+        Command::Validate { config } => match config::validate(&config) {
+            Ok(validated) => {
+                for warning in &validated.warnings {
+                    println!("{warning}");
+                }
+                println!("OK");
+                Ok(())
+            }
+            Err(errors) => {
+                print!("{errors}");
+                std::process::exit(1);
+            }
+        },
+        Command::Reload { instance } => reload(&instance),
         Command::Flows { instance, json } => {
             let maps = open(&instance)?;
             let cache = LinkCache::new();
@@ -160,6 +184,39 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         }
     }
 }
+
+/// Signals the daemon and waits for its status file to report the outcome.
+fn reload(args: &InstanceArgs) -> anyhow::Result<()> {
+    state::check_name(&args.instance)?;
+    let status = StatusFile::new(&args.instance);
+    let before = status.read().with_context(|| format!("no running daemon for instance {:?}", args.instance))?;
+    // SAFETY: kill(2) with a pid read from the daemon's own status file and SIGHUP.
+    if unsafe { libc::kill(before.pid as i32, libc::SIGHUP) } != 0 {
+        anyhow::bail!("signalling pid {}: {}", before.pid, std::io::Error::last_os_error());
+    }
+    let deadline = std::time::Instant::now() + RELOAD_WAIT;
+    while std::time::Instant::now() < deadline {
+        match status.read() {
+            Some(now) if now.writes != before.writes => {
+                return match now.last_error {
+                    None => {
+                        println!("OK: generation {}", now.generation);
+                        Ok(())
+                    }
+                    Some(error) => {
+                        println!("reload failed; generation {} keeps running:\n{error}", now.generation);
+                        std::process::exit(1);
+                    }
+                };
+            }
+            _ => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+    anyhow::bail!("the daemon did not report within {RELOAD_WAIT:?}; see its log")
+}
+
+/// How long `dae reload` waits for the daemon's answer.
+const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn open(args: &InstanceArgs) -> anyhow::Result<Maps> {
     state::check_name(&args.instance)?;

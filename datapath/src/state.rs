@@ -183,3 +183,51 @@ mod tests {
         assert!(check_name(&"x".repeat(65)).is_err());
     }
 }
+
+/// `/run/dae-rs/<instance>.status`: the running daemon's pid, rule-set generation and the outcome of the last
+/// reload, so `dae reload` can say whether it took and why not.
+#[derive(Debug, Clone)]
+pub struct StatusFile {
+    path: PathBuf,
+}
+
+/// What the status file says.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Status {
+    /// Daemon pid.
+    pub pid: u32,
+    /// Rule-set generations published (1 after start).
+    pub generation: u64,
+    /// The last reload's error, if it failed.
+    pub last_error: Option<String>,
+    /// Bumped on every write, so a reader can tell a fresh outcome from an old one.
+    pub writes: u64,
+}
+
+impl StatusFile {
+    /// The status file of `instance`.
+    pub fn new(instance: &str) -> Self {
+        Self { path: Path::new(RUN_DIR).join(format!("{instance}.status")) }
+    }
+
+    /// Replaces the file (write to a temporary name, rename).
+    pub fn write(&self, generation: u64, last_error: Option<&str>) {
+        let writes = self.read().map_or(0, |s| s.writes) + 1;
+        let status = Status { pid: std::process::id(), generation, last_error: last_error.map(str::to_string), writes };
+        let tmp = self.path.with_extension("status.tmp");
+        let ok = serde_json::to_vec(&status).map_err(std::io::Error::other).and_then(|bytes| fs::write(&tmp, bytes));
+        if let Err(e) = ok.and_then(|()| fs::rename(&tmp, &self.path)) {
+            warn!(error = %e, path = %self.path.display(), "writing the status file");
+        }
+    }
+
+    /// The current status, if a daemon wrote one.
+    pub fn read(&self) -> Option<Status> {
+        serde_json::from_slice(&fs::read(&self.path).ok()?).ok()
+    }
+
+    /// Removes the file (clean exit).
+    pub fn remove(&self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}

@@ -29,6 +29,13 @@ impl TempDir {
         self.write_mode(relative, text, 0o600)
     }
 
+    /// Writes binary `bytes` to `relative` in the folder (asset files).
+    pub fn write_bytes(&self, relative: &str, bytes: &[u8]) -> PathBuf {
+        let path = self.0.join(relative);
+        fs::write(&path, bytes).expect("write file");
+        path
+    }
+
     pub fn write_mode(&self, relative: &str, text: &str, mode: u32) -> PathBuf {
         let path = self.0.join(relative);
         fs::create_dir_all(path.parent().expect("file in a folder")).expect("create folders");

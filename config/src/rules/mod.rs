@@ -1,0 +1,18 @@
+//! Routing rules: the IR ([`ir`]), its reference evaluation ([`reference`]), lowering the `routing` section into
+//! it ([`lower()`]), geosite/geoip assets ([`Assets`], [`geodata`]), the userspace matcher ([`Compiled`]), the
+//! golden table of dae semantics ([`golden`]) and the benchmark rule mix ([`bench_mix`]).
+
+mod assets;
+mod bench;
+pub mod geodata;
+pub mod golden;
+pub mod ir;
+mod lower;
+mod matcher;
+pub mod reference;
+
+pub use assets::{ASSET_ENV, Assets, DEFAULT_ASSET_DIRS};
+pub use bench::{bench_mix, bench_packet};
+pub use ir::*;
+pub use lower::{Lowered, ROUTING_FUNCTIONS, lower};
+pub use matcher::{Compiled, Decision};

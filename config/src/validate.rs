@@ -1,0 +1,35 @@
+//! `dae validate`: load a configuration and lower its routing, reporting every error and warning.
+
+use std::path::Path;
+
+use crate::config::Config;
+use crate::error::{ConfigErrors, Warning};
+use crate::rules::{Assets, RuleSet, lower};
+
+/// A configuration that loads and whose routing lowers.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    /// The typed configuration.
+    pub config: Config,
+    /// The lowered `routing` section.
+    pub rules: RuleSet,
+    /// Warnings of loading and lowering, loading's first.
+    pub warnings: Vec<Warning>,
+}
+
+/// Loads `path` (with its includes) and lowers its `routing` section, reading geosite/geoip files from dae's
+/// asset folders ([`Assets::default_for`] with the configuration's folder). DNS routing is checked for shape
+/// only.
+pub fn validate(path: &Path) -> Result<Validated, ConfigErrors> {
+    let folder = path.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    validate_with(path, &Assets::default_for(Some(folder)))
+}
+
+/// [`validate`] with asset files looked up in `assets`.
+pub fn validate_with(path: &Path, assets: &Assets) -> Result<Validated, ConfigErrors> {
+    let loaded = crate::load(path)?;
+    let lowered = lower(&loaded.config, assets)?;
+    let mut warnings = loaded.warnings;
+    warnings.extend(lowered.warnings);
+    Ok(Validated { config: loaded.config, rules: lowered.rules, warnings })
+}

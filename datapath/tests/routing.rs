@@ -1,0 +1,416 @@
+//! The kernel routing engine against the reference semantics: hand-written cases for every rule feature and a
+//! differential property test (generated rule sets × generated packets: the kernel's decision, obtained with
+//! BPF_PROG_TEST_RUN of `route_probe`, equals `config::rules::reference::route`). Needs root.
+
+use std::net::IpAddr;
+
+use aya::programs::{Program, SchedClassifier, TestRun, TestRunOptions};
+use bench_lab::{packet::Spec, skip_unless_root};
+use config::rules::{
+    Action, DomainSet, InterfaceName, IpNet, IpVersions, L4, L4Protos, Matcher, Outbound, Packet, PacketDirection,
+    PortRange, Rule, RuleSet, Target, Term, Verdict, Zone, reference,
+};
+use datapath::{
+    links::{Framing, Link, LinkCache},
+    maps::Maps,
+    object::{self, Loaded},
+    routing::{RouteMaps, Router, compile},
+};
+use datapath_abi::{
+    Direction,
+    names::PROG_ROUTE_PROBE,
+    route::{ACTION_MUST, RouteProbe, outbound},
+};
+use proptest::prelude::*;
+
+const GROUPS: [&str; 3] = ["proxy", "hk", "us"];
+/// Interfaces the tests name, with the index the fake link table gives them.
+const LINKS: [(&str, u32); 4] = [("lan0", 11), ("lan1", 12), ("wan0", 21), ("wan1", 22)];
+/// An interface index no name resolves to.
+const UNKNOWN_IFINDEX: u32 = 99;
+
+struct Engine {
+    loaded: Loaded,
+    _maps: Maps,
+    router: Router,
+    links: LinkCache,
+}
+
+impl Engine {
+    fn new() -> Self {
+        let mut loaded = object::load(64).expect("object loads");
+        let maps = Maps::take(&mut loaded.ebpf, None).unwrap();
+        let router = Router::new(RouteMaps::take(&mut loaded.ebpf).unwrap());
+        let links = LinkCache::new();
+        for (name, index) in LINKS {
+            links.upsert(Link { index, name: name.into(), up: true, framing: Framing::Ethernet, xdp_prog_id: None });
+        }
+        Self { loaded, _maps: maps, router, links }
+    }
+
+    fn publish(&mut self, rules: &RuleSet) {
+        let groups: Vec<String> = GROUPS.iter().map(|g| g.to_string()).collect();
+        let compiled = compile(rules, &groups).expect("compiles");
+        self.router.publish(compiled, &self.links.snapshot()).expect("publishes");
+    }
+
+    /// The kernel's verdict for `packet`.
+    fn route(&mut self, packet: &Packet<'_>) -> Verdict {
+        let ifindex = match packet.interface {
+            Some(name) => LINKS.iter().find(|(n, _)| *n == name).map_or(UNKNOWN_IFINDEX, |(_, i)| *i),
+            None => UNKNOWN_IFINDEX,
+        };
+        let direction = match packet.direction {
+            PacketDirection::LanIn => Direction::LanIn,
+            PacketDirection::WanOut => Direction::WanOut,
+        };
+        let probe = RouteProbe { direction: direction as u8, ifindex, ..RouteProbe::default() };
+        self.router.probe().set(0, probe, 0).unwrap();
+        let mut spec = match packet.l4 {
+            L4::Udp => Spec::udp(&packet.src.to_string(), packet.sport, &packet.dst.to_string(), packet.dport),
+            L4::Tcp => Spec::tcp(&packet.src.to_string(), packet.sport, &packet.dst.to_string(), packet.dport, 0x02),
+        };
+        spec.dscp = packet.dscp;
+        spec.src_mac = packet.mac.unwrap_or([0x02, 0xEE, 0, 0, 0, 0xEE]);
+        let frame = spec.build();
+        let Some(Program::SchedClassifier(p)) = self.loaded.ebpf.program_mut(PROG_ROUTE_PROBE) else { unreachable!() };
+        <SchedClassifier as TestRun>::test_run(p, TestRunOptions { data_in: Some(&frame), ..Default::default() })
+            .unwrap();
+        let action = self.router.probe().get(&0, 0).unwrap().action;
+        let target = match action.outbound {
+            outbound::DNS => return Verdict::Dns,
+            outbound::DIRECT => Target::Direct,
+            outbound::BLOCK => Target::Block,
+            id => Target::Group(GROUPS[usize::from(id - outbound::GROUP_BASE)].to_string()),
+        };
+        Verdict::Outbound(Outbound { target, must: action.flags & ACTION_MUST != 0, mark: action.mark })
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn net(s: &str) -> IpNet {
+    let (a, p) = s.split_once('/').unwrap();
+    IpNet { addr: ip(a), prefix: p.parse().unwrap() }
+}
+
+fn term(matcher: Matcher) -> Term {
+    Term { negated: false, matcher, span: None }
+}
+
+fn not(matcher: Matcher) -> Term {
+    Term { negated: true, matcher, span: None }
+}
+
+fn to(target: Target) -> Action {
+    Action::Outbound(Outbound { target, must: false, mark: 0 })
+}
+
+fn group(name: &str) -> Target {
+    Target::Group(name.to_string())
+}
+
+fn packet<'a>(direction: PacketDirection, interface: Option<&'a str>, dst: &str, dport: u16) -> Packet<'a> {
+    Packet {
+        direction,
+        interface,
+        src: if dst.contains(':') { ip("fd00::2") } else { ip("10.0.0.2") },
+        dst: ip(dst),
+        sport: 40000,
+        dport,
+        l4: L4::Tcp,
+        dscp: 0,
+        mac: None,
+        pname: None,
+        domains: &[],
+    }
+}
+
+#[test]
+fn hand_written_cases_agree_with_the_reference() {
+    if skip_unless_root("hand_written_cases_agree_with_the_reference") {
+        return;
+    }
+    let mut engine = Engine::new();
+    let iface = |zone, name: &str| InterfaceName { zone, name: name.to_string() };
+    let rules = RuleSet {
+        rules: vec![
+            // must_rules marks and continues.
+            Rule {
+                terms: vec![term(Matcher::DstPort(vec![PortRange { start: 853, end: 853 }]))],
+                action: Action::MustRules,
+                span: None,
+            },
+            Rule {
+                terms: vec![term(Matcher::DstIp(vec![net("192.0.2.0/24")]))],
+                action: to(Target::Block),
+                span: None,
+            },
+            Rule {
+                terms: vec![
+                    term(Matcher::DstIp(vec![net("198.51.100.0/24"), net("2001:db8::/32")])),
+                    not(Matcher::DstPort(vec![PortRange { start: 443, end: 443 }])),
+                ],
+                action: Action::Outbound(Outbound { target: Target::Direct, must: false, mark: 0x800 }),
+                span: None,
+            },
+            Rule {
+                terms: vec![term(Matcher::Interface(vec![iface(Zone::Lan, "lan1")]))],
+                action: to(group("hk")),
+                span: None,
+            },
+            Rule {
+                terms: vec![not(Matcher::Interface(vec![iface(Zone::Lan, "lan0"), iface(Zone::Wan, "wan0")]))],
+                action: to(group("us")),
+                span: None,
+            },
+            Rule {
+                terms: vec![term(Matcher::Interface(vec![iface(Zone::Lan, "lan9-absent")]))],
+                action: to(Target::Block),
+                span: None,
+            },
+            Rule {
+                terms: vec![
+                    term(Matcher::L4Proto(L4Protos { tcp: false, udp: true })),
+                    term(Matcher::IpVersion(IpVersions { v4: false, v6: true })),
+                ],
+                action: to(Target::Block),
+                span: None,
+            },
+            Rule {
+                terms: vec![term(Matcher::Dscp(vec![46]))],
+                action: Action::Outbound(Outbound { target: group("proxy"), must: true, mark: 7 }),
+                span: None,
+            },
+        ],
+        fallback: Outbound { target: group("proxy"), must: false, mark: 0 },
+    };
+    engine.publish(&rules);
+    use PacketDirection::{LanIn, WanOut};
+    let mut cases = vec![
+        packet(LanIn, Some("lan0"), "192.0.2.9", 80),
+        packet(LanIn, Some("lan0"), "198.51.100.7", 80),
+        packet(LanIn, Some("lan0"), "198.51.100.7", 443),
+        packet(LanIn, Some("lan0"), "2001:db8::1", 22),
+        packet(LanIn, Some("lan1"), "203.0.113.1", 80),
+        packet(LanIn, Some("lan0"), "203.0.113.1", 80),
+        packet(LanIn, None, "203.0.113.1", 80),
+        packet(WanOut, Some("wan0"), "203.0.113.1", 80),
+        packet(WanOut, Some("wan1"), "203.0.113.1", 80),
+        packet(LanIn, Some("lan0"), "203.0.113.1", 853),
+        packet(LanIn, Some("lan0"), "203.0.113.1", 53),
+        packet(LanIn, Some("lan0"), "2001:db9::1", 53),
+        packet(WanOut, Some("wan0"), "2001:db9::1", 80),
+    ];
+    let mut udp6 = packet(WanOut, Some("wan0"), "2001:db9::1", 5000);
+    udp6.l4 = L4::Udp;
+    cases.push(udp6);
+    let mut ef = packet(WanOut, Some("wan0"), "203.0.113.1", 53);
+    ef.dscp = 46;
+    cases.push(ef);
+    for p in &cases {
+        assert_eq!(engine.route(p), reference::route(&rules, p), "{p:?}");
+    }
+    // Spot checks that the reference says what dae says.
+    assert_eq!(
+        reference::route(&rules, &cases[0]),
+        Verdict::Outbound(Outbound { target: Target::Block, must: false, mark: 0 })
+    );
+    assert_eq!(
+        reference::route(&rules, &cases[1]),
+        Verdict::Outbound(Outbound { target: Target::Direct, must: false, mark: 0x800 })
+    );
+    assert_eq!(reference::route(&rules, &cases[10]), Verdict::Dns);
+    assert!(matches!(reference::route(&rules, &cases[9]), Verdict::Outbound(Outbound { must: true, .. })));
+}
+
+#[test]
+fn domains_learned_from_dns_route_the_following_connections() {
+    if skip_unless_root("domains_learned_from_dns_route_the_following_connections") {
+        return;
+    }
+    let mut engine = Engine::new();
+    let set = DomainSet { suffix: vec!["example.com".into()], ..DomainSet::default() };
+    let rules = RuleSet {
+        rules: vec![
+            Rule { terms: vec![term(Matcher::Domain(set.clone()))], action: to(group("proxy")), span: None },
+            Rule {
+                terms: vec![not(Matcher::Domain(DomainSet { full: vec!["a.test".into()], ..DomainSet::default() }))],
+                action: to(group("us")),
+                span: None,
+            },
+        ],
+        fallback: Outbound::direct(),
+    };
+    engine.publish(&rules);
+    let addr = |s: &str| match ip(s) {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    };
+    engine.router.set_domains(addr("203.0.113.5"), vec!["www.example.com".into()]).unwrap();
+    engine.router.set_domains(addr("203.0.113.6"), vec!["a.test".into()]).unwrap();
+    for (dst, names) in
+        [("203.0.113.5", vec!["www.example.com"]), ("203.0.113.6", vec!["a.test"]), ("203.0.113.7", vec![])]
+    {
+        let mut p = packet(PacketDirection::LanIn, Some("lan0"), dst, 443);
+        p.domains = &names;
+        assert_eq!(engine.route(&p), reference::route(&rules, &p), "{dst}");
+    }
+    // A reload republishes what DNS taught into the new bank.
+    engine.publish(&rules);
+    let mut p = packet(PacketDirection::LanIn, Some("lan0"), "203.0.113.5", 443);
+    let names = ["www.example.com"];
+    p.domains = &names;
+    assert_eq!(engine.route(&p), Verdict::Outbound(Outbound { target: group("proxy"), must: false, mark: 0 }));
+}
+
+// ---- differential property test ----
+
+const DSTS: [&str; 6] = ["10.1.2.3", "10.1.200.1", "192.0.2.77", "2001:db8::5", "2001:db8:1::9", "fd00:5::1"];
+const NETS: [&str; 8] = [
+    "10.0.0.0/8",
+    "10.1.0.0/16",
+    "10.1.2.0/24",
+    "192.0.2.0/25",
+    "0.0.0.0/0",
+    "2001:db8::/32",
+    "2001:db8:1::/48",
+    "::/0",
+];
+const MACS: [[u8; 6]; 2] = [[2, 0, 0, 0, 0, 0xA], [2, 0, 0, 0, 0, 0xB]];
+const NAMES: [&str; 3] = ["www.example.com", "example.org", "news.site.test"];
+
+fn arb_matcher() -> impl Strategy<Value = Matcher> {
+    let nets = prop::collection::vec(prop::sample::select(NETS.to_vec()), 1..3)
+        .prop_map(|v| v.iter().map(|n| net(n)).collect());
+    let ports = prop::collection::vec((0u16..70, 0u16..5), 1..3).prop_map(|v| {
+        v.into_iter()
+            .map(|(s, len)| {
+                let start = (u32::from(s) * 1000 % 65000) as u16;
+                PortRange { start, end: start + len }
+            })
+            .collect::<Vec<_>>()
+    });
+    let zone = prop::sample::select(vec![Zone::Lan, Zone::Wan]);
+    let ifaces =
+        prop::collection::vec((zone, prop::sample::select(vec!["lan0", "lan1", "wan0", "wan1", "gone0"])), 1..3)
+            .prop_map(|v| v.into_iter().map(|(zone, name)| InterfaceName { zone, name: name.to_string() }).collect());
+    prop_oneof![
+        nets.clone().prop_map(Matcher::DstIp),
+        nets.prop_map(Matcher::SrcIp),
+        ports.clone().prop_map(Matcher::DstPort),
+        ports.prop_map(Matcher::SrcPort),
+        (any::<bool>(), any::<bool>()).prop_map(|(tcp, udp)| Matcher::L4Proto(L4Protos { tcp, udp })),
+        (any::<bool>(), any::<bool>()).prop_map(|(v4, v6)| Matcher::IpVersion(IpVersions { v4, v6 })),
+        prop::collection::vec(0u8..4, 1..3).prop_map(|v| Matcher::Dscp(v.into_iter().map(|d| d * 10).collect())),
+        prop::collection::vec(prop::sample::select(MACS.to_vec()), 1..2).prop_map(Matcher::Mac),
+        ifaces.prop_map(Matcher::Interface),
+        prop::sample::select(vec!["example.com", "org", "site"])
+            .prop_map(|s| Matcher::Domain(DomainSet { suffix: vec![s.to_string()], ..DomainSet::default() })),
+    ]
+}
+
+fn arb_outbound() -> impl Strategy<Value = Outbound> {
+    (0usize..5, any::<bool>(), prop::sample::select(vec![0u32, 0x800])).prop_map(|(t, must, mark)| {
+        let target = match t {
+            0 => Target::Direct,
+            1 => Target::Block,
+            i => Target::Group(GROUPS[i - 2].to_string()),
+        };
+        Outbound { target, must, mark }
+    })
+}
+
+fn arb_rules() -> impl Strategy<Value = RuleSet> {
+    let rule = (
+        prop::collection::vec(
+            (any::<bool>(), arb_matcher()).prop_map(|(negated, matcher)| Term { negated, matcher, span: None }),
+            1..4,
+        ),
+        prop_oneof![4 => arb_outbound().prop_map(Action::Outbound), 1 => Just(Action::MustRules)],
+    )
+        .prop_map(|(terms, action)| Rule { terms, action, span: None });
+    (prop::collection::vec(rule, 0..24), arb_outbound()).prop_map(|(rules, fallback)| RuleSet { rules, fallback })
+}
+
+#[derive(Debug, Clone)]
+struct PacketSpec {
+    direction: PacketDirection,
+    interface: Option<&'static str>,
+    dst: usize,
+    sport: u16,
+    dport: u16,
+    udp: bool,
+    dscp: u8,
+    mac: Option<[u8; 6]>,
+}
+
+fn arb_packet() -> impl Strategy<Value = PacketSpec> {
+    (
+        prop::sample::select(vec![PacketDirection::LanIn, PacketDirection::WanOut]),
+        prop::option::of(prop::sample::select(vec!["lan0", "lan1", "wan0", "wan1"])),
+        0..DSTS.len(),
+        prop::sample::select(vec![0u16, 1000, 1003, 5000, 40000]),
+        prop::sample::select(vec![53u16, 80, 1000, 2002, 64000]),
+        any::<bool>(),
+        prop::sample::select(vec![0u8, 10, 20, 30]),
+        prop::option::of(prop::sample::select(MACS.to_vec())),
+    )
+        .prop_map(|(direction, interface, dst, sport, dport, udp, dscp, mac)| PacketSpec {
+            direction,
+            interface,
+            dst,
+            sport,
+            dport,
+            udp,
+            dscp,
+            mac: if direction == PacketDirection::LanIn { mac } else { None },
+        })
+}
+
+#[test]
+fn kernel_and_reference_agree_on_generated_rules_and_packets() {
+    if skip_unless_root("kernel_and_reference_agree_on_generated_rules_and_packets") {
+        return;
+    }
+    let engine = std::cell::RefCell::new(Engine::new());
+    let addr_of = |s: &str| match ip(s) {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    };
+    // Every destination is known by one name (the first two) or none, for domain rules.
+    let known: Vec<Vec<&str>> =
+        DSTS.iter().enumerate().map(|(i, _)| if i < NAMES.len() { vec![NAMES[i]] } else { vec![] }).collect();
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 256, ..ProptestConfig::default() });
+    runner
+        .run(&(arb_rules(), prop::collection::vec(arb_packet(), 16)), |(rules, packets)| {
+            let mut engine = engine.borrow_mut();
+            engine.publish(&rules);
+            for (i, names) in known.iter().enumerate() {
+                if !names.is_empty() {
+                    engine.router.set_domains(addr_of(DSTS[i]), names.iter().map(|s| s.to_string()).collect()).unwrap();
+                }
+            }
+            for spec in &packets {
+                let dst = ip(DSTS[spec.dst]);
+                let p = Packet {
+                    direction: spec.direction,
+                    interface: spec.interface,
+                    src: if dst.is_ipv4() { ip("10.1.2.99") } else { ip("2001:db8::99") },
+                    dst,
+                    sport: spec.sport,
+                    dport: spec.dport,
+                    l4: if spec.udp { L4::Udp } else { L4::Tcp },
+                    dscp: spec.dscp,
+                    mac: spec.mac,
+                    pname: None,
+                    domains: &known[spec.dst],
+                };
+                prop_assert_eq!(engine.route(&p), reference::route(&rules, &p), "packet {:?}", p);
+            }
+            Ok(())
+        })
+        .unwrap();
+}
