@@ -194,3 +194,35 @@ proptest! {
         agree(&rules, &packets)?;
     }
 }
+
+/// The benchmark mix's 8,000-prefix set makes the IPv4 tables large enough for their /16 index; probe random
+/// addresses and the edges of every prefix.
+#[test]
+fn compiled_matcher_agrees_with_reference_on_large_address_sets() {
+    let loaded = config::load_str("mix.dae", &config::rules::bench_mix(10)).unwrap();
+    let rules = config::rules::lower(&loaded.config, &config::rules::Assets::none()).unwrap().rules;
+    let compiled = Compiled::new(&rules);
+    let mut probes: Vec<u32> = vec![0, u32::MAX, 1 << 16, (1 << 16) - 1];
+    for rule in &rules.rules {
+        if let Matcher::DstIp(nets) = &rule.terms[0].matcher {
+            for net in nets.iter().step_by(7) {
+                let IpAddr::V4(start) = net.addr else { continue };
+                let start = u32::from(start);
+                let end = start | (u32::MAX >> net.prefix);
+                probes.extend([start, end, start.wrapping_sub(1), end.wrapping_add(1)]);
+            }
+        }
+    }
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    probes.extend((0..2000).map(|_| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state as u32
+    }));
+    let mut packet = config::rules::bench_packet();
+    for dst in probes {
+        packet.dst = IpAddr::V4(dst.into());
+        assert_eq!(compiled.route(&packet), reference::route(&rules, &packet), "dst {}", packet.dst);
+    }
+}

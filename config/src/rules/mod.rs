@@ -12,7 +12,7 @@ mod matcher;
 pub mod reference;
 
 pub use assets::{ASSET_ENV, Assets, DEFAULT_ASSET_DIRS};
-pub use bench::{bench_mix, bench_packet};
+pub use bench::{BENCH_DST, bench_mix, bench_packet};
 pub use ir::*;
 pub use lower::{Lowered, ROUTING_FUNCTIONS, lower};
 pub use matcher::{Compiled, Decision};

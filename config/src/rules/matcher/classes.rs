@@ -94,6 +94,43 @@ impl<K: Copy + Ord> Intervals<K> {
     }
 }
 
+/// IPv4 intervals with a direct index on the upper 16 address bits, so a lookup binary-searches only the
+/// starts inside one /16 (a country list of 8,000 prefixes leaves a handful per /16) instead of all of them.
+pub(super) struct V4Intervals {
+    intervals: Intervals<u32>,
+    /// `buckets[h]`: how many starts lie below `h << 16`; `BUCKETS + 1` entries. Empty for small tables.
+    buckets: Box<[u32]>,
+}
+
+/// One bucket per value of the upper 16 bits of an IPv4 address.
+const BUCKETS: usize = 1 << 16;
+/// Below this many intervals a plain binary search stays in a few cache lines; the index (256 KiB) is not
+/// worth it.
+const MIN_INDEXED: usize = 64;
+
+impl V4Intervals {
+    fn new(intervals: Intervals<u32>) -> Self {
+        if intervals.starts.len() < MIN_INDEXED {
+            return Self { intervals, buckets: Box::default() };
+        }
+        let buckets = (0..=BUCKETS as u64)
+            .map(|bucket| intervals.starts.partition_point(|&start| u64::from(start) < bucket << 16) as u32)
+            .collect();
+        Self { intervals, buckets }
+    }
+
+    #[inline]
+    pub fn get(&self, key: u32) -> u32 {
+        if self.buckets.is_empty() {
+            return self.intervals.get(key);
+        }
+        let bucket = (key >> 16) as usize;
+        let (low, high) = (self.buckets[bucket] as usize, self.buckets[bucket + 1] as usize);
+        let index = low + self.intervals.starts[low..high].partition_point(|&start| start <= key);
+        self.intervals.ids[index - 1]
+    }
+}
+
 /// Interval keys: addresses and ports as unsigned integers.
 pub(super) trait Key: Copy + Ord {
     const ZERO: Self;
@@ -201,7 +238,7 @@ fn v6_range(addr: Ipv6Addr, prefix: u8) -> (u128, u128) {
 
 /// Destination or source addresses: one interval table per family.
 pub(super) struct IpTable {
-    pub v4: Intervals<u32>,
+    pub v4: V4Intervals,
     pub v6: Intervals<u128>,
 }
 
@@ -223,7 +260,7 @@ pub(super) fn ip_table(all: &[u64], terms: &[DimTerm<'_>], sets: &mut SetTable) 
         v4.push(four);
         v6.push(six);
     }
-    IpTable { v4: sweep(all, terms, &v4, sets), v6: sweep(all, terms, &v6, sets) }
+    IpTable { v4: V4Intervals::new(sweep(all, terms, &v4, sets)), v6: sweep(all, terms, &v6, sets) }
 }
 
 pub(super) fn port_table(all: &[u64], terms: &[DimTerm<'_>], sets: &mut SetTable) -> Intervals<u16> {

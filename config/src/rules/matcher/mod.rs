@@ -7,7 +7,7 @@
 //! the packet's values, 64 rules per step, leaves the candidate rules; the first candidate that also passes its
 //! `domain(...)` terms (checked per name, only when reached) decides, `must_rules` candidates on the way set
 //! `must`. A packet costs one lookup per dimension in use plus one AND per dimension per 64 rules, and no
-//! allocation ([`Compiled::decide`]).
+//! allocation once warm ([`Compiled::decide`]).
 
 mod classes;
 mod domain;
@@ -96,7 +96,8 @@ struct CompiledRule {
     domain_terms: Vec<(bool, u32)>,
 }
 
-/// A [`RuleSet`] compiled for the userspace datapath (sniffed-domain re-routing, DNS rules).
+/// A [`RuleSet`] compiled for the userspace datapath (sniffed-domain re-routing, DNS rules). Read-only once
+/// built: share it between worker threads (it is `Send + Sync`) and swap in a new one on reload.
 pub struct Compiled {
     rules: Vec<CompiledRule>,
     /// u64 words per rule bitset.
@@ -167,7 +168,8 @@ impl Compiled {
         Self { rules: compiled_rules, words, all, sets: sets.data, lookups, domains, fallback: rules.fallback.clone() }
     }
 
-    /// Routes `packet`, allocating nothing.
+    /// Routes `packet`, allocating nothing (a `regex:` term allocates its matching cache once, on its first use
+    /// by a thread).
     pub fn decide(&self, packet: &Packet<'_>) -> Decision<'_> {
         let mut ids = [0u32; DIMENSIONS];
         for (slot, lookup) in ids.iter_mut().zip(&self.lookups) {
@@ -206,6 +208,11 @@ impl Compiled {
         packet.domains.iter().any(|name| matcher.matches(name)) != negated
     }
 }
+
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    shareable::<Compiled>();
+};
 
 fn finish<'a>(outbound: &'a Outbound, must_rules: bool, packet: &Packet<'_>) -> Decision<'a> {
     let must = outbound.must || must_rules;
