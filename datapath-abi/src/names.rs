@@ -24,7 +24,7 @@ pub const PROG_BENCH_EMPTY_XDP: &str = "bench_empty_xdp";
 pub const PROG_BENCH_EMPTY_TC: &str = "bench_empty_tc";
 
 /// Every program in the object.
-pub const PROGRAMS: [&str; 10] = [
+pub const PROGRAMS: [&str; 11] = [
     PROG_XDP_L2,
     PROG_XDP_L3,
     PROG_TC_LAN_INGRESS_L2,
@@ -35,6 +35,7 @@ pub const PROGRAMS: [&str; 10] = [
     PROG_BENCH_EMPTY_TC,
     PROG_CLOCK_PROBE,
     PROG_ROUTE_PROBE,
+    PROG_CGROUP_SOCK_CREATE,
 ];
 
 /// `Array<FlowBucket>`, mmap-able: the flow table.
@@ -72,14 +73,21 @@ pub const MAP_ROUTE_IFACE: &str = "ROUTE_IFACE";
 pub const MAP_ROUTE_MAC: &str = "ROUTE_MAC";
 /// `HashMap<DomainKey, RuleBits>`: destination address -> domain-dimension bitmap, from DNS answers.
 pub const MAP_ROUTE_DOMAIN: &str = "ROUTE_DOMAIN";
+/// `HashMap<PnameKey, u32>`: process name -> class.
+pub const MAP_ROUTE_PNAME: &str = "ROUTE_PNAME";
+/// `LruHashMap<u64, [u8; 16]>`: socket cookie -> `comm` of the task that created the socket.
+pub const MAP_SOCK_PNAME: &str = "SOCK_PNAME";
 /// `Array<RouteProbe>` [1]: in/out of `route_probe`.
 pub const MAP_ROUTE_PROBE: &str = "ROUTE_PROBE";
 
 /// Routes one test-run packet as tc would, writing the decision into `ROUTE_PROBE`; loaded, never attached.
 pub const PROG_ROUTE_PROBE: &str = "route_probe";
 
+/// `cgroup/sock_create` on the cgroup v2 root: records which process created each socket.
+pub const PROG_CGROUP_SOCK_CREATE: &str = "cgroup_sock_create";
+
 /// Every map in the object.
-pub const MAPS: [&str; 15] = [
+pub const MAPS: [&str; 17] = [
     MAP_FLOWS,
     MAP_ADMISSION,
     MAP_COUNTERS,
@@ -94,5 +102,7 @@ pub const MAPS: [&str; 15] = [
     MAP_ROUTE_IFACE,
     MAP_ROUTE_MAC,
     MAP_ROUTE_DOMAIN,
+    MAP_ROUTE_PNAME,
+    MAP_SOCK_PNAME,
     MAP_ROUTE_PROBE,
 ];

@@ -2,7 +2,7 @@
 
 use crate::{
     Admission, FlowBucket, FlowKey, FlowTag, XdpMeta,
-    route::{DomainKey, IfaceKey, MacKey, RouteAction, RouteConfig, RouteProbe, RouteSelector, RuleBits},
+    route::{DomainKey, IfaceKey, MacKey, PnameKey, RouteAction, RouteConfig, RouteProbe, RouteSelector, RuleBits},
 };
 
 // SAFETY: each type is #[repr(C)], made only of integers and integer arrays, with explicit padding fields, so
@@ -32,3 +32,5 @@ unsafe impl aya::Pod for IfaceKey {}
 unsafe impl aya::Pod for MacKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for DomainKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for PnameKey {}

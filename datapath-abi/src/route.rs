@@ -74,8 +74,9 @@ pub mod dim {
     pub const MAC: u32 = 7;
     /// Domain the destination address is known by (filled from DNS answers).
     pub const DOMAIN: u32 = 8;
-    /// Owning process name. The kernel has no per-packet value yet (cgroup socket hooks come later), so every
-    /// packet is in the default class: a positive `pname` term never holds, a negated one always does.
+    /// Owning process name of a gateway-originated packet: the socket's cookie, recorded with the creating
+    /// task's `comm` by the `cgroup/sock_create` hook. LAN-in packets, and sockets created before the daemon
+    /// started, have none.
     pub const PNAME: u32 = 9;
     /// Number of dimensions.
     pub const COUNT: u32 = 10;
@@ -256,7 +257,7 @@ assert_layout!(DomainKey, size = 20, align = 4);
 /// `ROUTE_PROBE[0]`: input and output of the `route_probe` program, which routes one test-run packet the way
 /// the tc programs do and writes the decision here (tests and benchmarks; loaded, never attached).
 ///
-/// Layout (16 bytes, align 4): `direction u8, _pad [u8; 3], ifindex u32, action RouteAction`.
+/// Layout (32 bytes, align 4): `direction u8, _pad [u8; 3], ifindex u32, action RouteAction, comm [u8; 16]`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RouteProbe {
@@ -268,9 +269,43 @@ pub struct RouteProbe {
     pub ifindex: u32,
     /// Out: the decision.
     pub action: RouteAction,
+    /// In: the owning process name (all zero: none), as a socket's would be found.
+    pub comm: [u8; COMM_LEN],
 }
-assert_layout!(RouteProbe, size = 16, align = 4);
+assert_layout!(RouteProbe, size = 32, align = 4);
 assert_offset!(RouteProbe, action, 8);
+assert_offset!(RouteProbe, comm, 16);
+
+/// Bytes of a process name as the kernel keeps it (`TASK_COMM_LEN`): at most 15 characters and a NUL.
+pub const COMM_LEN: usize = 16;
+
+/// A process name as a `ROUTE_PNAME` key: `name` zero-padded (names longer than 15 bytes are cut, as the
+/// kernel cuts `comm`).
+pub fn comm_of(name: &str) -> [u8; COMM_LEN] {
+    let mut comm = [0u8; COMM_LEN];
+    let bytes = name.as_bytes();
+    let n = bytes.len().min(COMM_LEN - 1);
+    comm[..n].copy_from_slice(&bytes[..n]);
+    comm
+}
+
+/// Key of `ROUTE_PNAME`: a process name in a bank.
+///
+/// Layout (20 bytes, align 4): `bank u32, comm [u8; 16]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PnameKey {
+    /// Bank.
+    pub bank: u32,
+    /// `comm`, NUL-padded.
+    pub comm: [u8; COMM_LEN],
+}
+assert_layout!(PnameKey, size = 20, align = 4);
+
+/// Capacity of `ROUTE_PNAME`.
+pub const PNAME_ENTRIES: u32 = 4096;
+/// Capacity of `SOCK_PNAME` (socket cookie -> process name), least recently used first out.
+pub const SOCK_PNAME_ENTRIES: u32 = 65_536;
 
 /// Capacity of `ROUTE_LPM` (prefixes over both banks and both address dimensions).
 pub const LPM_ENTRIES: u32 = 1 << 20;

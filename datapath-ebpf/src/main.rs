@@ -18,6 +18,7 @@ mod maps;
 mod meta;
 mod parse;
 mod route;
+mod sock;
 mod tc;
 mod xdp;
 
@@ -83,6 +84,15 @@ pub fn clock_probe(_ctx: *mut xdp_md) -> u32 {
 #[unsafe(link_section = "classifier")]
 pub fn route_probe(skb: *mut __sk_buff) -> i32 {
     tc::probe_route(skb)
+}
+
+/// `cgroup/sock_create` on the cgroup v2 root: remembers which process created each socket (its `comm`, by
+/// socket cookie) so WAN-egress routing can match `pname(...)`. Always allows the socket.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "cgroup/sock_create")]
+pub fn cgroup_sock_create(sock: *mut aya_ebpf::bindings::bpf_sock) -> i32 {
+    sock::record_creator(sock);
+    1
 }
 
 /// Benchmark baseline: an XDP program that only passes. Loaded, never attached; `perf` subtracts its

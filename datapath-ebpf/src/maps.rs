@@ -4,14 +4,15 @@
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use datapath_abi::{
     Admission, FlowBucket,
     counters::COUNTER_SLOTS,
     route::{
-        BANKS, DOMAIN_ENTRIES, DomainKey, IFACE_ENTRIES, IfaceKey, LPM_DATA, LPM_ENTRIES, MAC_ENTRIES, MAX_CLASSES,
-        MAX_RULES, MacKey, PORT_SLOTS, RouteAction, RouteConfig, RouteProbe, RouteSelector, RuleBits, SMALL_SLOTS,
+        BANKS, COMM_LEN, DOMAIN_ENTRIES, DomainKey, IFACE_ENTRIES, IfaceKey, LPM_DATA, LPM_ENTRIES, MAC_ENTRIES,
+        MAX_CLASSES, MAX_RULES, MacKey, PNAME_ENTRIES, PORT_SLOTS, PnameKey, RouteAction, RouteConfig, RouteProbe,
+        RouteSelector, RuleBits, SMALL_SLOTS, SOCK_PNAME_ENTRIES,
     },
 };
 
@@ -74,6 +75,19 @@ pub static ROUTE_MAC: HashMap<MacKey, u32> = HashMap::with_max_entries(MAC_ENTRI
 /// Destination address -> domain bitmap, from DNS answers.
 #[map(name = "ROUTE_DOMAIN")]
 pub static ROUTE_DOMAIN: HashMap<DomainKey, RuleBits> = HashMap::with_max_entries(DOMAIN_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// Process name -> class.
+#[map(name = "ROUTE_PNAME")]
+pub static ROUTE_PNAME: HashMap<PnameKey, u32> = HashMap::with_max_entries(PNAME_ENTRIES, 0);
+
+/// Socket cookie -> `comm` of its creator (LRU: old sockets fall out first, never an error for a new one).
+#[map(name = "SOCK_PNAME")]
+pub static SOCK_PNAME: LruHashMap<u64, [u8; COMM_LEN]> = LruHashMap::with_max_entries(SOCK_PNAME_ENTRIES, 0);
+
+/// Per-CPU scratch for the routing accumulator: 128 bytes the 512-byte BPF stack cannot spare once the flow
+/// key, the parse state and the FIB request are on it.
+#[map(name = "ROUTE_SCRATCH")]
+pub static ROUTE_SCRATCH: PerCpuArray<RuleBits> = PerCpuArray::with_max_entries(1, 0);
 
 /// In/out of `route_probe`.
 #[map(name = "ROUTE_PROBE")]

@@ -4,15 +4,16 @@
 use datapath_abi::{
     Direction, FlowKey,
     route::{
-        ACTION_MUST, BANKS, DomainKey, IfaceKey, LPM_DATA, LPM_KEY_PREFIX_BITS, MAX_CLASSES, MAX_RULES, MacKey,
-        PORT_SLOTS, RULE_WORDS, RouteAction, RouteConfig, RuleBits, SMALL_DSCP, SMALL_SLOTS, dim, outbound,
+        ACTION_MUST, BANKS, COMM_LEN, DomainKey, IfaceKey, LPM_DATA, LPM_KEY_PREFIX_BITS, MAX_CLASSES, MAX_RULES,
+        MacKey, PORT_SLOTS, PnameKey, RULE_WORDS, RouteAction, RouteConfig, RuleBits, SMALL_DSCP, SMALL_SLOTS, dim,
+        outbound,
     },
 };
 
 use crate::{
     maps::{
-        ROUTE_ACTIONS, ROUTE_CLASS_BITS, ROUTE_CONFIG, ROUTE_DOMAIN, ROUTE_IFACE, ROUTE_LPM, ROUTE_MAC,
-        ROUTE_PORT_CLASS, ROUTE_SELECTOR, ROUTE_SMALL_CLASS,
+        ROUTE_ACTIONS, ROUTE_CLASS_BITS, ROUTE_CONFIG, ROUTE_DOMAIN, ROUTE_IFACE, ROUTE_LPM, ROUTE_MAC, ROUTE_PNAME,
+        ROUTE_PORT_CLASS, ROUTE_SCRATCH, ROUTE_SELECTOR, ROUTE_SMALL_CLASS,
     },
     parse::{Headers, load},
 };
@@ -37,6 +38,8 @@ pub struct RouteInput<'a> {
     pub direction: Direction,
     /// Interface of that direction.
     pub ifindex: u32,
+    /// The owning process's `comm`, for gateway-originated packets whose socket the sock_create hook saw.
+    pub comm: Option<[u8; COMM_LEN]>,
 }
 
 /// The decision for a packet; `outbound::NONE` when no rule set is loaded.
@@ -51,35 +54,39 @@ pub fn route(input: &RouteInput) -> RouteAction {
     let Some(cfg) = ROUTE_CONFIG.get(bank) else { return none };
     // Class 0 is the set of rules that exist: the starting point every dimension narrows.
     let Some(present) = ROUTE_CLASS_BITS.get(bank * MAX_CLASSES) else { return none };
-    let mut acc = *present;
+    let Some(acc) = ROUTE_SCRATCH.get_ptr_mut(0) else { return none };
+    // SAFETY: this CPU's scratch slot; a BPF program runs to completion on one CPU without preemption by
+    // another program touching the same slot.
+    let acc = unsafe { &mut *acc };
+    *acc = *present;
     let words = RULE_WORDS;
     let used = cfg.dims_used;
     let uses = |d: u32| used & (1 << d) != 0;
 
     if uses(dim::DST_IP) {
         let class = lpm_class(bank, dim::DST_IP, &input.key.dst_addr, cfg);
-        and_class(&mut acc, bank, class, words);
+        and_class(acc, bank, class, words);
     }
     if uses(dim::SRC_IP) {
         let class = lpm_class(bank, dim::SRC_IP, &input.key.src_addr, cfg);
-        and_class(&mut acc, bank, class, words);
+        and_class(acc, bank, class, words);
     }
     if uses(dim::DST_PORT) {
         let class = port_class(bank, 0, u16::from_be(input.key.dst_port));
-        and_class(&mut acc, bank, class, words);
+        and_class(acc, bank, class, words);
     }
     if uses(dim::SRC_PORT) {
         let class = port_class(bank, 1, u16::from_be(input.key.src_port));
-        and_class(&mut acc, bank, class, words);
+        and_class(acc, bank, class, words);
     }
     if uses(dim::TRANSPORT) {
         let slot =
             if input.key.l4_proto == IPPROTO_TCP { 0 } else { 2 } + if input.headers.version == 6 { 1 } else { 0 };
-        and_class(&mut acc, bank, small_class(bank, slot), words);
+        and_class(acc, bank, small_class(bank, slot), words);
     }
     if uses(dim::DSCP) {
         let dscp = dscp(input).unwrap_or(0);
-        and_class(&mut acc, bank, small_class(bank, SMALL_DSCP + u32::from(dscp)), words);
+        and_class(acc, bank, small_class(bank, SMALL_DSCP + u32::from(dscp)), words);
     }
     if uses(dim::IFACE) {
         let key = IfaceKey { bank: bank as u8, direction: input.direction as u8, _pad: [0; 2], ifindex: input.ifindex };
@@ -89,7 +96,7 @@ pub fn route(input: &RouteInput) -> RouteAction {
             None if input.direction == Direction::LanIn => cfg.default_class[dim::IFACE as usize],
             None => cfg.iface_wan_default,
         };
-        and_class(&mut acc, bank, class, words);
+        and_class(acc, bank, class, words);
     }
     if uses(dim::MAC) {
         let class = match source_mac(input) {
@@ -100,20 +107,28 @@ pub fn route(input: &RouteInput) -> RouteAction {
             }
             None => cfg.default_class[dim::MAC as usize],
         };
-        and_class(&mut acc, bank, class, words);
+        and_class(acc, bank, class, words);
     }
     if uses(dim::DOMAIN) {
         let key = DomainKey { bank, addr: input.key.dst_addr };
         // SAFETY: a hash map value; the bitmap is read, never kept.
         match unsafe { ROUTE_DOMAIN.get(&key) } {
-            Some(bits) => and_bits(&mut acc, bits, words),
-            None => and_class(&mut acc, bank, cfg.default_class[dim::DOMAIN as usize], words),
+            Some(bits) => and_bits(acc, bits, words),
+            None => and_class(acc, bank, cfg.default_class[dim::DOMAIN as usize], words),
         }
     }
     if uses(dim::PNAME) {
-        and_class(&mut acc, bank, cfg.default_class[dim::PNAME as usize], words);
+        let class = match input.comm {
+            Some(comm) => {
+                let key = PnameKey { bank, comm };
+                // SAFETY: a hash map value read by value.
+                unsafe { ROUTE_PNAME.get(&key) }.copied().unwrap_or(cfg.default_class[dim::PNAME as usize])
+            }
+            None => cfg.default_class[dim::PNAME as usize],
+        };
+        and_class(acc, bank, class, words);
     }
-    decide(&acc, cfg, bank, input.key.dst_port)
+    decide(acc, cfg, bank, input.key.dst_port)
 }
 
 /// The first rule in `acc` that decides (not a `must_rules` rule), whether a `must_rules` rule matched before

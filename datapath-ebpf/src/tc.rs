@@ -1,13 +1,19 @@
 //! tc programs: LAN ingress tags forwarded client flows, WAN egress tags flows the gateway originates.
 
-use aya_ebpf::{bindings::__sk_buff, helpers::bpf_skb_pull_data};
-use datapath_abi::{Counter, Direction, FlowKey, route::outbound};
+use aya_ebpf::{
+    bindings::__sk_buff,
+    helpers::{bpf_get_socket_cookie, bpf_skb_pull_data},
+};
+use datapath_abi::{
+    Counter, Direction, FlowKey,
+    route::{COMM_LEN, outbound},
+};
 
 use crate::{
     counters, fib,
     flow::{self, Place},
     gate,
-    maps::ROUTE_PROBE,
+    maps::{ROUTE_PROBE, SOCK_PNAME},
     meta,
     parse::{self, Headers, MAX_L4_OFFSET, Skip},
     route::{self, RouteInput},
@@ -74,13 +80,18 @@ fn tag<const L2: bool>(skb: *mut __sk_buff, place: Place, now: u64, refresh: u64
     // SAFETY: context field readable by tc programs.
     let len = unsafe { (*skb).len };
     let routed = || {
-        let (start, end) = linear(skb);
         let ifindex = match place.direction {
             Direction::LanIn => place.ingress_ifindex,
             Direction::WanOut => place.egress_ifindex,
         };
+        // Before reading packet data: the socket-cookie helper does not move it, but read in this order anyway.
+        let comm = match place.direction {
+            Direction::WanOut => socket_comm(skb),
+            Direction::LanIn => None,
+        };
+        let (start, end) = linear(skb);
         let input =
-            RouteInput { key: &key, headers: &h, start, end, ethernet: L2, direction: place.direction, ifindex };
+            RouteInput { key: &key, headers: &h, start, end, ethernet: L2, direction: place.direction, ifindex, comm };
         route::route(&input)
     };
     let egress = || fib::egress_ifindex(skb, &key, h.version == 4, place.ingress_ifindex);
@@ -123,9 +134,23 @@ pub fn probe_route(skb: *mut __sk_buff) -> i32 {
         return TC_ACT_UNSPEC;
     };
     let (start, end) = linear(skb);
-    let input = RouteInput { key: &key, headers: &h, start, end, ethernet: true, direction, ifindex: probe.ifindex };
+    let comm = if probe.comm[0] != 0 { Some(probe.comm) } else { None };
+    let input =
+        RouteInput { key: &key, headers: &h, start, end, ethernet: true, direction, ifindex: probe.ifindex, comm };
     probe.action = route::route(&input);
     TC_ACT_UNSPEC
+}
+
+/// The `comm` of the process that created this packet's socket, if the sock_create hook recorded it.
+#[inline(always)]
+fn socket_comm(skb: *mut __sk_buff) -> Option<[u8; COMM_LEN]> {
+    // SAFETY: helper on our own skb; returns 0 when the packet has no socket.
+    let cookie = unsafe { bpf_get_socket_cookie(skb.cast()) };
+    if cookie == 0 {
+        return None;
+    }
+    // SAFETY: an LRU map value copied out at once.
+    unsafe { SOCK_PNAME.get(&cookie) }.copied()
 }
 
 /// Headers and, for unfragmented TCP/UDP, the key and TCP flags.
@@ -137,8 +162,10 @@ fn parse_linear<const L2: bool>(skb: *mut __sk_buff, key: &mut FlowKey) -> Resul
     Ok((h, flags))
 }
 
-/// The rare path: headers straddle the linear area. Kept out of line so the common path stays short.
-#[inline(never)]
+/// The rare path: headers straddle the linear area. Inlined: an out-of-line function returning this Rust enum
+/// puts its niche-encoded tag into the object's BTF as a union member at a non-zero offset, which the kernel's
+/// BTF check rejects (and then the whole object loads without BTF).
+#[inline(always)]
 fn reparse_after_pull<const L2: bool>(skb: *mut __sk_buff, key: &mut FlowKey) -> Result<(Headers, u8), Skip> {
     if !pull(skb) {
         return Err(Skip::Truncated);

@@ -11,19 +11,29 @@ use std::{collections::HashMap, sync::Arc};
 use aya::{
     Ebpf,
     programs::{
-        LinkOrder, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        CgroupAttachMode, CgroupSock, LinkOrder, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
         tc::{NlOptions, SchedClassifierLinkId, TcAttachOptions, TcError, qdisc_add_clsact, qdisc_detach_program},
         xdp::XdpLinkId,
     },
     util::KernelVersion,
 };
 use datapath_abi::names::{
-    PROG_TC_LAN_INGRESS_L2, PROG_TC_LAN_INGRESS_L3, PROG_TC_WAN_EGRESS_L2, PROG_TC_WAN_EGRESS_L3, PROG_XDP_L2,
-    PROG_XDP_L3,
+    PROG_CGROUP_SOCK_CREATE, PROG_TC_LAN_INGRESS_L2, PROG_TC_LAN_INGRESS_L3, PROG_TC_WAN_EGRESS_L2,
+    PROG_TC_WAN_EGRESS_L3, PROG_XDP_L2, PROG_XDP_L3,
 };
 use tracing::{debug, info, warn};
 
 use crate::links::{Framing, Link};
+
+/// Where cgroup v2 is mounted (`/sys/fs/cgroup` on unified hosts, `/sys/fs/cgroup/unified` on hybrid ones).
+fn cgroup2_root() -> Option<std::path::PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (_, point, kind) = (fields.next()?, fields.next()?, fields.next()?);
+        (kind == "cgroup2").then(|| std::path::PathBuf::from(point))
+    })
+}
 
 /// Priority of our classic tc filters (netlink mode). Fixed so operators can find them (`tc filter show`).
 const NETLINK_FILTER_PRIORITY: u16 = 0xDAE0;
@@ -84,6 +94,9 @@ pub enum AttachError {
         /// Cause.
         source: ProgramError,
     },
+    /// No cgroup v2 hierarchy is mounted.
+    #[error("no cgroup v2 hierarchy is mounted (see /proc/self/mounts)")]
+    NoCgroup2,
     /// The interface's framing has no program variant.
     #[error("{iface}: link type {link_type} is neither Ethernet nor a raw-IP link; not attached")]
     UnsupportedFraming {
@@ -150,6 +163,29 @@ impl Attacher {
     /// The loaded object (for test runs such as the clock probe).
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
+    }
+
+    /// Attaches the socket-creation hook (`pname(...)` routing) to the cgroup v2 root, with other programs
+    /// allowed beside it. Returns where cgroup v2 is mounted.
+    pub fn attach_cgroup(&mut self) -> Result<std::path::PathBuf, AttachError> {
+        let root = cgroup2_root().ok_or(AttachError::NoCgroup2)?;
+        let dir = std::fs::File::open(&root).map_err(|e| AttachError::Program {
+            what: "opening the cgroup v2 root",
+            iface: root.display().to_string(),
+            source: ProgramError::IOError(e),
+        })?;
+        let program: &mut CgroupSock = self
+            .program(PROG_CGROUP_SOCK_CREATE)?
+            .try_into()
+            .map_err(|_| AttachError::MissingProgram(PROG_CGROUP_SOCK_CREATE))?;
+        // A bpf link (what aya creates on this kernel) is always one of many on the cgroup; asking for
+        // BPF_F_ALLOW_MULTI explicitly makes link_create fail with EINVAL.
+        program.attach(dir, CgroupAttachMode::Single).map_err(|source| AttachError::Program {
+            what: "attaching cgroup/sock_create",
+            iface: root.display().to_string(),
+            source,
+        })?;
+        Ok(root)
     }
 
     /// Whether tc programs go on TCX links.

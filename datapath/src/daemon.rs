@@ -78,6 +78,10 @@ pub async fn run(validated: Validated, opts: RunOptions) -> anyhow::Result<()> {
     maps.set_gate(Admission::default())?;
     let router = Router::new(RouteMaps::take(&mut loaded.ebpf)?);
     let mut attacher = Attacher::new(loaded, opts.tc, opts.xdp);
+    match attacher.attach_cgroup() {
+        Ok(root) => info!(cgroup = %root.display(), "socket-creation hook attached (pname routing)"),
+        Err(e) => warn!(error = ?e, "pname(...) rules cannot match: the socket-creation hook is not attached"),
+    }
     let probe = maps.clock_probe.as_ref().ok_or_else(|| anyhow::anyhow!("no clock probe map"))?;
     let hz = clock::measure_hz(attacher.ebpf_mut(), probe)?;
     info!(hz, "kernel tick rate");

@@ -132,3 +132,39 @@ fn reload_flips_generations_keeps_flows_in_flight_and_survives_a_bad_config() {
     assert!(text.contains("reload failed") && text.contains("no_such_group"), "{text}");
     assert!(!passes(&lan.client, sock(lan.client_v4, 47203), to), "generation 2 still runs");
 }
+
+#[test]
+fn pname_rules_route_gateway_originated_traffic_by_process() {
+    if skip_unless_root("pname_rules_route_gateway_originated_traffic_by_process") {
+        return;
+    }
+    let topo = Topology::client_gateway_server().unwrap();
+    std::mem::forget(udp_echo(&topo.server, sock(topo.server_v4, 5431)).unwrap());
+    let daemon =
+        Daemon::start(&dae(), &topo.gateway, &config(&topo, "  pname(socat) -> block\n  fallback: direct"), &[])
+            .unwrap();
+    assert!(daemon.log().contains("socket-creation hook attached"), "{}", daemon.log());
+    let socat = |port: u16| {
+        let target = format!("UDP4:{}:5431,sourceport={port}", topo.server_v4);
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", topo.gateway.path().display()))
+            .args(["--", "socat", "-T", "1", "-", &target])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child.stdin.take().expect("stdin").write_all(b"ping\n")?;
+                child.wait_with_output()
+            })
+            .expect("socat runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // socat's own packets are blocked: its echo never comes back.
+    assert_eq!(socat(47301), "", "the process named socat is blocked");
+    // The same destination from this test process (another name) passes.
+    assert!(passes(&topo.gateway, sock(topo.gateway_wan_v4, 47302), sock(topo.server_v4, 5431)));
+    let flows = daemon.flows().unwrap();
+    let f = flows.iter().find(|f| f["src"] == sock(topo.gateway_wan_v4, 47301).to_string().as_str()).expect("tagged");
+    assert_eq!(f["direction"], "wan-out");
+}

@@ -77,6 +77,8 @@ pub struct Compiled {
     pub interfaces: Vec<(Direction, String, u32)>,
     /// Source MAC -> class.
     pub macs: Vec<([u8; 6], u32)>,
+    /// Process name (`comm`, NUL-padded) -> class.
+    pub pnames: Vec<([u8; datapath_abi::route::COMM_LEN], u32)>,
     /// The rules, kept to compute domain bitmaps for addresses the DNS forwarder learns.
     pub rules: RuleSet,
 }
@@ -276,11 +278,41 @@ pub fn compile(rules: &RuleSet, groups: &[String]) -> Result<Compiled, CompileEr
 
     config.default_class[dim::DOMAIN as usize] = classes.intern(bits_for(r, dim::DOMAIN, &neutral()));
     config.default_class[dim::PNAME as usize] = classes.intern(bits_for(r, dim::PNAME, &neutral()));
+    let mut names: Vec<&str> = r
+        .iter()
+        .flat_map(|rule| &rule.terms)
+        .filter_map(|t| match &t.matcher {
+            Matcher::ProcessName(names) => Some(names),
+            _ => None,
+        })
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let pnames = names
+        .into_iter()
+        .map(|name| {
+            let class = classes.intern(bits_for(r, dim::PNAME, &Packet { pname: Some(name), ..neutral() }));
+            (datapath_abi::route::comm_of(name), class)
+        })
+        .collect();
 
     if classes.bits.len() > MAX_CLASSES as usize {
         return Err(CompileError::TooManyClasses { classes: classes.bits.len() });
     }
-    Ok(Compiled { config, classes: classes.bits, actions, lpm, ports, small, interfaces, macs, rules: rules.clone() })
+    Ok(Compiled {
+        config,
+        classes: classes.bits,
+        actions,
+        lpm,
+        ports,
+        small,
+        interfaces,
+        macs,
+        pnames,
+        rules: rules.clone(),
+    })
 }
 
 /// The domain-dimension bitmap of a destination known by `names` (what `ROUTE_DOMAIN` holds for it).

@@ -10,11 +10,12 @@ use datapath_abi::{
     Direction,
     names::{
         MAP_ROUTE_ACTIONS, MAP_ROUTE_CLASS_BITS, MAP_ROUTE_CONFIG, MAP_ROUTE_DOMAIN, MAP_ROUTE_IFACE, MAP_ROUTE_LPM,
-        MAP_ROUTE_MAC, MAP_ROUTE_PORT_CLASS, MAP_ROUTE_PROBE, MAP_ROUTE_SELECTOR, MAP_ROUTE_SMALL_CLASS,
+        MAP_ROUTE_MAC, MAP_ROUTE_PNAME, MAP_ROUTE_PORT_CLASS, MAP_ROUTE_PROBE, MAP_ROUTE_SELECTOR,
+        MAP_ROUTE_SMALL_CLASS,
     },
     route::{
-        DomainKey, IfaceKey, LPM_DATA, LPM_KEY_PREFIX_BITS, MAX_CLASSES, MAX_RULES, MacKey, PORT_SLOTS, RouteAction,
-        RouteConfig, RouteProbe, RouteSelector, RuleBits, SMALL_SLOTS, lpm_key_data,
+        DomainKey, IfaceKey, LPM_DATA, LPM_KEY_PREFIX_BITS, MAX_CLASSES, MAX_RULES, MacKey, PORT_SLOTS, PnameKey,
+        RouteAction, RouteConfig, RouteProbe, RouteSelector, RuleBits, SMALL_SLOTS, lpm_key_data,
     },
 };
 
@@ -61,6 +62,7 @@ pub struct RouteMaps {
     iface: BpfHashMap<MapData, IfaceKey, u32>,
     mac: BpfHashMap<MapData, MacKey, u32>,
     domain: BpfHashMap<MapData, DomainKey, RuleBits>,
+    pname: BpfHashMap<MapData, PnameKey, u32>,
     /// In/out of `route_probe` (tests and benchmarks).
     pub probe: Array<MapData, RouteProbe>,
 }
@@ -95,6 +97,7 @@ impl RouteMaps {
             iface: BpfHashMap::try_from(take(MAP_ROUTE_IFACE)?).map_err(op(MAP_ROUTE_IFACE))?,
             mac: BpfHashMap::try_from(take(MAP_ROUTE_MAC)?).map_err(op(MAP_ROUTE_MAC))?,
             domain: BpfHashMap::try_from(take(MAP_ROUTE_DOMAIN)?).map_err(op(MAP_ROUTE_DOMAIN))?,
+            pname: BpfHashMap::try_from(take(MAP_ROUTE_PNAME)?).map_err(op(MAP_ROUTE_PNAME))?,
             probe: Array::try_from(take(MAP_ROUTE_PROBE)?).map_err(op(MAP_ROUTE_PROBE))?,
         })
     }
@@ -111,6 +114,7 @@ struct BankEntries {
     iface: Vec<IfaceKey>,
     mac: Vec<MacKey>,
     domain: Vec<DomainKey>,
+    pname: Vec<PnameKey>,
 }
 
 /// Owns the routing maps: publishes rule sets into the inactive bank and keeps the active one current.
@@ -176,6 +180,11 @@ impl Router {
             self.maps.mac.insert(key, class, 0).map_err(op(MAP_ROUTE_MAC))?;
             self.entries[b].mac.push(key);
         }
+        for (comm, class) in &compiled.pnames {
+            let key = PnameKey { bank, comm: *comm };
+            self.maps.pname.insert(key, class, 0).map_err(op(MAP_ROUTE_PNAME))?;
+            self.entries[b].pname.push(key);
+        }
         self.write_interfaces(bank, &compiled, links)?;
         let domains: Vec<([u8; 16], Vec<String>)> = self.domains.iter().map(|(k, v)| (*k, v.clone())).collect();
         for (addr, names) in domains {
@@ -200,6 +209,9 @@ impl Router {
         }
         for key in std::mem::take(&mut self.entries[b].domain) {
             let _ = self.maps.domain.remove(&key);
+        }
+        for key in std::mem::take(&mut self.entries[b].pname) {
+            let _ = self.maps.pname.remove(&key);
         }
         Ok(())
     }
