@@ -25,10 +25,12 @@ pub enum Counter {
     XdpMetaUnavailable = 7,
     /// A packet of a flow decided `block` was dropped.
     Blocked = 8,
+    /// XDP dropped a packet a leading address-only `block` rule matched.
+    XdpBlocked = 9,
 }
 
 /// Number of [`Counter`] slots; the `COUNTERS` map has exactly this many entries.
-pub const COUNTER_SLOTS: u32 = 9;
+pub const COUNTER_SLOTS: u32 = 10;
 
 impl Counter {
     /// Every counter, in index order.
@@ -42,6 +44,7 @@ impl Counter {
         Counter::XdpMetaUsed,
         Counter::XdpMetaUnavailable,
         Counter::Blocked,
+        Counter::XdpBlocked,
     ];
 
     /// The metric name operators see.
@@ -56,6 +59,7 @@ impl Counter {
             Counter::XdpMetaUsed => "xdp_meta_used",
             Counter::XdpMetaUnavailable => "xdp_meta_unavailable",
             Counter::Blocked => "blocked",
+            Counter::XdpBlocked => "xdp_blocked",
         }
     }
 }

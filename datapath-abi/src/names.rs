@@ -7,6 +7,10 @@
 pub const PROG_XDP_L2: &str = "xdp_ingress_l2";
 /// XDP on an interface without a link-layer header (tun, WireGuard, PPP).
 pub const PROG_XDP_L3: &str = "xdp_ingress_l3";
+/// XDP on a LAN interface (Ethernet): also drops what the leading address-only rules block.
+pub const PROG_XDP_LAN_L2: &str = "xdp_lan_l2";
+/// XDP on a LAN interface without a link-layer header.
+pub const PROG_XDP_LAN_L3: &str = "xdp_lan_l3";
 /// tc ingress of a LAN interface, Ethernet framing.
 pub const PROG_TC_LAN_INGRESS_L2: &str = "tc_lan_ingress_l2";
 /// tc ingress of a LAN interface, no link-layer header.
@@ -24,9 +28,11 @@ pub const PROG_BENCH_EMPTY_XDP: &str = "bench_empty_xdp";
 pub const PROG_BENCH_EMPTY_TC: &str = "bench_empty_tc";
 
 /// Every program in the object.
-pub const PROGRAMS: [&str; 11] = [
+pub const PROGRAMS: [&str; 13] = [
     PROG_XDP_L2,
     PROG_XDP_L3,
+    PROG_XDP_LAN_L2,
+    PROG_XDP_LAN_L3,
     PROG_TC_LAN_INGRESS_L2,
     PROG_TC_LAN_INGRESS_L3,
     PROG_TC_WAN_EGRESS_L2,

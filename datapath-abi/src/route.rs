@@ -128,7 +128,7 @@ assert_offset!(RouteAction, mark, 4);
 
 /// Per-bank settings.
 ///
-/// Layout (304 bytes, align 8):
+/// Layout (320 bytes, align 8):
 /// ```text
 ///   0..4    words           u32   words of the rule bitmaps in use (rules / 64, rounded up; >= 1)
 ///   4..8    dims_used       u32   bit d set: dimension d has at least one term
@@ -138,7 +138,8 @@ assert_offset!(RouteAction, mark, 4);
 ///  56..60   iface_wan_default u32
 ///  60..64   _pad            u32
 ///  64..192  must_rules      RuleBits   rules whose action is must_rules
-/// 192..304  (reserved, zero)
+/// 192..320  xdp_rules       RuleBits   the leading rules that test addresses only: XDP on LAN interfaces
+///                                       drops what the first of them to match blocks (empty: XDP routes nothing)
 /// ```
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,14 +158,15 @@ pub struct RouteConfig {
     pub _pad: u32,
     /// Rules whose action is `must_rules`.
     pub must_rules: RuleBits,
-    /// Zero.
-    pub _reserved: [u64; 14],
+    /// The address-only rules at the head of the list (see the layout).
+    pub xdp_rules: RuleBits,
 }
-assert_layout!(RouteConfig, size = 304, align = 8);
+assert_layout!(RouteConfig, size = 320, align = 8);
 assert_offset!(RouteConfig, fallback, 8);
 assert_offset!(RouteConfig, default_class, 16);
 assert_offset!(RouteConfig, iface_wan_default, 56);
 assert_offset!(RouteConfig, must_rules, 64);
+assert_offset!(RouteConfig, xdp_rules, 192);
 
 impl Default for RouteConfig {
     fn default() -> Self {
@@ -176,7 +178,7 @@ impl Default for RouteConfig {
             iface_wan_default: 0,
             _pad: 0,
             must_rules: RuleBits::default(),
-            _reserved: [0; 14],
+            xdp_rules: RuleBits::default(),
         }
     }
 }

@@ -38,6 +38,20 @@ pub fn xdp_ingress_l3(ctx: *mut xdp_md) -> u32 {
     xdp::ingress::<false>(ctx)
 }
 
+/// XDP on a LAN interface (Ethernet): also drops what leading address-only `block` rules match.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "xdp.frags")]
+pub fn xdp_lan_l2(ctx: *mut xdp_md) -> u32 {
+    xdp::lan::<true>(ctx)
+}
+
+/// XDP on a LAN interface without a link-layer header.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "xdp.frags")]
+pub fn xdp_lan_l3(ctx: *mut xdp_md) -> u32 {
+    xdp::lan::<false>(ctx)
+}
+
 /// tc ingress of a LAN interface (Ethernet).
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "classifier")]

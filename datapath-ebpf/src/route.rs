@@ -131,11 +131,17 @@ pub fn route(input: &RouteInput) -> RouteAction {
     decide(acc, cfg, bank, input.key.dst_port)
 }
 
-/// The first rule in `acc` that decides (not a `must_rules` rule), whether a `must_rules` rule matched before
-/// it, and the DNS rule.
+/// The decision for the rules left in `acc`: the first that decides, or the fallback.
 #[inline(always)]
 fn decide(acc: &RuleBits, cfg: &RouteConfig, bank: u32, dst_port: u16) -> RouteAction {
-    let mut winner = NO_RULE;
+    let (winner, must) = first_decision(acc, cfg);
+    action_for(winner, must, cfg, bank, dst_port)
+}
+
+/// The first rule in `acc` that decides (not a `must_rules` rule; `NO_RULE` if none), and whether a `must_rules`
+/// rule matched before it.
+#[inline(always)]
+fn first_decision(acc: &RuleBits, cfg: &RouteConfig) -> (u32, bool) {
     let mut must = false;
     for w in 0..RULE_WORDS {
         let hits = acc.words[w];
@@ -147,13 +153,18 @@ fn decide(acc: &RuleBits, cfg: &RouteConfig, bank: u32, dst_port: u16) -> RouteA
             if must_hits & ((1u64 << bit) - 1) != 0 {
                 must = true;
             }
-            winner = w as u32 * 64 + bit;
-            break;
+            return (w as u32 * 64 + bit, must);
         }
         if must_hits != 0 {
             must = true;
         }
     }
+    (NO_RULE, must)
+}
+
+/// The action of rule `winner` (the fallback for `NO_RULE`), with `must` and dae's DNS rule applied.
+#[inline(always)]
+fn action_for(winner: u32, must: bool, cfg: &RouteConfig, bank: u32, dst_port: u16) -> RouteAction {
     let mut action = if winner == NO_RULE {
         cfg.fallback
     } else {
@@ -169,6 +180,40 @@ fn decide(acc: &RuleBits, cfg: &RouteConfig, bank: u32, dst_port: u16) -> RouteA
         action.outbound = outbound::DNS;
     }
     action
+}
+
+/// Whether the leading address-only rules block this LAN-in packet. Only rules no earlier non-address rule can
+/// pre-empt are considered, so XDP never drops what tc would have let through; when none of them matches, tc
+/// decides as usual.
+#[inline(always)]
+pub fn xdp_blocks(key: &FlowKey) -> bool {
+    let Some(selector) = ROUTE_SELECTOR.get(0) else { return false };
+    if selector.loaded == 0 {
+        return false;
+    }
+    let bank = selector.bank & 1;
+    let Some(cfg) = ROUTE_CONFIG.get(bank) else { return false };
+    // The prefix starts at rule 0, so an empty first word means an empty prefix: the common, cheap case.
+    if cfg.xdp_rules.words[0] == 0 {
+        return false;
+    }
+    let Some(present) = ROUTE_CLASS_BITS.get(bank * MAX_CLASSES) else { return false };
+    let Some(acc) = ROUTE_SCRATCH.get_ptr_mut(0) else { return false };
+    // SAFETY: this CPU's scratch slot (see `route`).
+    let acc = unsafe { &mut *acc };
+    for w in 0..RULE_WORDS {
+        acc.words[w] = present.words[w] & cfg.xdp_rules.words[w];
+    }
+    if cfg.dims_used & (1 << dim::DST_IP) != 0 {
+        let class = lpm_class(bank, dim::DST_IP, &key.dst_addr, cfg);
+        and_class(acc, bank, class, RULE_WORDS);
+    }
+    if cfg.dims_used & (1 << dim::SRC_IP) != 0 {
+        let class = lpm_class(bank, dim::SRC_IP, &key.src_addr, cfg);
+        and_class(acc, bank, class, RULE_WORDS);
+    }
+    let (winner, must) = first_decision(acc, cfg);
+    winner != NO_RULE && action_for(winner, must, cfg, bank, key.dst_port).outbound == outbound::BLOCK
 }
 
 /// Index of the lowest set bit of a non-zero word, without branches (BPF has no count-trailing-zeros): isolate

@@ -19,7 +19,7 @@ use aya::{
 };
 use datapath_abi::names::{
     PROG_CGROUP_SOCK_CREATE, PROG_TC_LAN_INGRESS_L2, PROG_TC_LAN_INGRESS_L3, PROG_TC_WAN_EGRESS_L2,
-    PROG_TC_WAN_EGRESS_L3, PROG_XDP_L2, PROG_XDP_L3,
+    PROG_TC_WAN_EGRESS_L3, PROG_XDP_L2, PROG_XDP_L3, PROG_XDP_LAN_L2, PROG_XDP_LAN_L3,
 };
 use tracing::{debug, info, warn};
 
@@ -210,10 +210,13 @@ impl Attacher {
 
     /// Attaches to `link` for `roles`. On failure nothing stays attached to it.
     pub fn attach(&mut self, link: &Link, roles: Roles) -> Result<(), AttachError> {
-        let (xdp_prog, lan_prog, wan_prog) = match link.framing {
-            Framing::Ethernet => (PROG_XDP_L2, PROG_TC_LAN_INGRESS_L2, PROG_TC_WAN_EGRESS_L2),
-            Framing::Raw => (PROG_XDP_L3, PROG_TC_LAN_INGRESS_L3, PROG_TC_WAN_EGRESS_L3),
-            Framing::Unsupported(link_type) => {
+        // LAN interfaces get the XDP variant that also drops what leading address-only rules block.
+        let (xdp_prog, lan_prog, wan_prog) = match (link.framing, roles.lan) {
+            (Framing::Ethernet, true) => (PROG_XDP_LAN_L2, PROG_TC_LAN_INGRESS_L2, PROG_TC_WAN_EGRESS_L2),
+            (Framing::Ethernet, false) => (PROG_XDP_L2, PROG_TC_LAN_INGRESS_L2, PROG_TC_WAN_EGRESS_L2),
+            (Framing::Raw, true) => (PROG_XDP_LAN_L3, PROG_TC_LAN_INGRESS_L3, PROG_TC_WAN_EGRESS_L3),
+            (Framing::Raw, false) => (PROG_XDP_L3, PROG_TC_LAN_INGRESS_L3, PROG_TC_WAN_EGRESS_L3),
+            (Framing::Unsupported(link_type), _) => {
                 return Err(AttachError::UnsupportedFraming { iface: link.name.to_string(), link_type });
             }
         };

@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use aya::programs::{Program, SchedClassifier, TestRun, TestRunOptions};
+use aya::programs::{Program, SchedClassifier, TestRun, TestRunOptions, Xdp};
 use bench_lab::{packet::Spec, skip_unless_root};
 use config::rules::{
     Action, DomainSet, InterfaceName, IpNet, IpVersions, L4, L4Protos, Matcher, Outbound, Packet, PacketDirection,
@@ -17,8 +17,9 @@ use datapath::{
     routing::{RouteMaps, Router, compile},
 };
 use datapath_abi::{
-    Direction,
-    names::PROG_ROUTE_PROBE,
+    Admission, Direction,
+    gate::GATE_OPEN,
+    names::{PROG_ROUTE_PROBE, PROG_XDP_LAN_L2},
     route::{ACTION_MUST, RouteProbe, outbound},
 };
 use proptest::prelude::*;
@@ -46,7 +47,15 @@ impl Engine {
     /// An engine whose fake link table holds `links` and whose gateway has `groups`.
     fn with(links: &[(&str, u32)], groups: &[&str]) -> Self {
         let mut loaded = object::load(64).expect("object loads");
-        let maps = Maps::take(&mut loaded.ebpf, None).unwrap();
+        let mut maps = Maps::take(&mut loaded.ebpf, None).unwrap();
+        // XDP evaluates nothing behind a closed gate.
+        maps.set_gate(Admission {
+            state: GATE_OPEN,
+            lease_until: u64::MAX,
+            ticks_per_sec: 250,
+            ..Admission::default()
+        })
+        .unwrap();
         let router = Router::new(RouteMaps::take(&mut loaded.ebpf).unwrap());
         let cache = LinkCache::new();
         for (name, index) in links {
@@ -68,6 +77,17 @@ impl Engine {
         }
     }
 
+    /// Whether XDP on a LAN interface drops `packet` (only meaningful for LAN-in packets).
+    fn xdp_drops(&mut self, packet: &Packet<'_>) -> bool {
+        let frame = frame_of(packet);
+        let Some(Program::Xdp(p)) = self.loaded.ebpf.program_mut(PROG_XDP_LAN_L2) else { unreachable!() };
+        let mut out = vec![0u8; frame.len() + 64];
+        let opts = TestRunOptions { data_in: Some(&frame), data_out: Some(&mut out), ..Default::default() };
+        let verdict = <Xdp as TestRun>::test_run(p, opts).unwrap().return_value;
+        assert!(verdict == XDP_DROP || verdict == XDP_PASS, "XDP verdict {verdict}");
+        verdict == XDP_DROP
+    }
+
     fn publish(&mut self, rules: &RuleSet) {
         let compiled = compile(rules, &self.groups).expect("compiles");
         self.router.publish(compiled, &self.links.snapshot()).expect("publishes");
@@ -86,13 +106,7 @@ impl Engine {
         let comm = packet.pname.map(datapath_abi::route::comm_of).unwrap_or_default();
         let probe = RouteProbe { direction: direction as u8, ifindex, comm, ..RouteProbe::default() };
         self.router.probe().set(0, probe, 0).unwrap();
-        let mut spec = match packet.l4 {
-            L4::Udp => Spec::udp(&packet.src.to_string(), packet.sport, &packet.dst.to_string(), packet.dport),
-            L4::Tcp => Spec::tcp(&packet.src.to_string(), packet.sport, &packet.dst.to_string(), packet.dport, 0x02),
-        };
-        spec.dscp = packet.dscp;
-        spec.src_mac = packet.mac.unwrap_or([0x02, 0xEE, 0, 0, 0, 0xEE]);
-        let frame = spec.build();
+        let frame = frame_of(packet);
         let Some(Program::SchedClassifier(p)) = self.loaded.ebpf.program_mut(PROG_ROUTE_PROBE) else { unreachable!() };
         <SchedClassifier as TestRun>::test_run(p, TestRunOptions { data_in: Some(&frame), ..Default::default() })
             .unwrap();
@@ -135,6 +149,66 @@ fn the_golden_table_of_dae_semantics_holds_in_the_kernel() {
     }
     eprintln!("golden: {checked} checks agree in the kernel; {skipped} mixed-family checks skipped");
     assert!(checked > 50, "the table is not empty");
+}
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+
+/// The Ethernet frame of a packet.
+fn frame_of(packet: &Packet<'_>) -> Vec<u8> {
+    let mut spec = match packet.l4 {
+        L4::Udp => Spec::udp(&packet.src.to_string(), packet.sport, &packet.dst.to_string(), packet.dport),
+        L4::Tcp => Spec::tcp(&packet.src.to_string(), packet.sport, &packet.dst.to_string(), packet.dport, 0x02),
+    };
+    spec.dscp = packet.dscp;
+    spec.src_mac = packet.mac.unwrap_or([0x02, 0xEE, 0, 0, 0, 0xEE]);
+    spec.build()
+}
+
+#[test]
+fn xdp_drops_only_what_leading_address_only_rules_block() {
+    if skip_unless_root("xdp_drops_only_what_leading_address_only_rules_block") {
+        return;
+    }
+    let mut engine = Engine::new();
+    let rules = RuleSet {
+        rules: vec![
+            Rule {
+                terms: vec![term(Matcher::DstIp(vec![net("192.0.2.0/24")]))],
+                action: to(Target::Block),
+                span: None,
+            },
+            Rule {
+                terms: vec![
+                    term(Matcher::SrcIp(vec![net("10.9.0.0/16")])),
+                    not(Matcher::DstIp(vec![net("192.0.2.0/24")])),
+                ],
+                action: to(group("proxy")),
+                span: None,
+            },
+            Rule {
+                terms: vec![term(Matcher::DstPort(vec![PortRange { start: 80, end: 80 }]))],
+                action: to(group("hk")),
+                span: None,
+            },
+            Rule {
+                terms: vec![term(Matcher::DstIp(vec![net("198.51.100.0/24")]))],
+                action: to(Target::Block),
+                span: None,
+            },
+        ],
+        fallback: Outbound::direct(),
+    };
+    engine.publish(&rules);
+    let lan = |dst: &str, dport: u16| packet(PacketDirection::LanIn, Some("lan0"), dst, dport);
+    assert!(engine.xdp_drops(&lan("192.0.2.5", 443)), "the first rule blocks by address: dropped in XDP");
+    assert!(!engine.xdp_drops(&lan("192.0.2.5", 53)), "DNS is the forwarder's unless must");
+    assert!(!engine.xdp_drops(&lan("198.51.100.5", 443)), "behind a port rule: tc decides");
+    assert!(!engine.xdp_drops(&lan("203.0.113.1", 443)), "no address rule matches: tc decides");
+    // tc agrees on everything XDP drops, and decides the rest.
+    for p in [lan("192.0.2.5", 443), lan("198.51.100.5", 443), lan("203.0.113.1", 80)] {
+        assert_eq!(engine.route(&p), reference::route(&rules, &p));
+    }
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -464,7 +538,15 @@ fn kernel_and_reference_agree_on_generated_rules_and_packets() {
                     pname: spec.pname,
                     domains: &known[spec.dst],
                 };
-                prop_assert_eq!(engine.route(&p), reference::route(&rules, &p), "packet {:?}", p);
+                let expected = reference::route(&rules, &p);
+                prop_assert_eq!(engine.route(&p), expected.clone(), "packet {:?}", p);
+                if p.direction == PacketDirection::LanIn && engine.xdp_drops(&p) {
+                    prop_assert!(
+                        matches!(expected, Verdict::Outbound(Outbound { target: Target::Block, .. })),
+                        "XDP dropped a packet the rules do not block: {:?}",
+                        p
+                    );
+                }
             }
             Ok(())
         })

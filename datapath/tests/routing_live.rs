@@ -168,3 +168,23 @@ fn pname_rules_route_gateway_originated_traffic_by_process() {
     let f = flows.iter().find(|f| f["src"] == sock(topo.gateway_wan_v4, 47301).to_string().as_str()).expect("tagged");
     assert_eq!(f["direction"], "wan-out");
 }
+
+#[test]
+fn leading_address_rules_drop_in_xdp_on_real_traffic() {
+    if skip_unless_root("leading_address_rules_drop_in_xdp_on_real_traffic") {
+        return;
+    }
+    let topo = Topology::client_gateway_server().unwrap();
+    let lan = topo.lan();
+    std::mem::forget(udp_echo(&topo.server, sock(topo.server_v4, 5441)).unwrap());
+    std::mem::forget(udp_echo(&topo.server, sock(topo.server_v6, 5441)).unwrap());
+    let rules = format!("  dip({}/32) -> block\n  dport(5441) -> proxy\n  fallback: direct", topo.server_v4);
+    let daemon = Daemon::start(&dae(), &topo.gateway, &config(&topo, &rules), &[]).unwrap();
+    assert!(!passes(&lan.client, sock(lan.client_v4, 47401), sock(topo.server_v4, 5441)));
+    assert!(passes(&lan.client, sock(lan.client_v6, 47402), sock(topo.server_v6, 5441)), "other addresses pass");
+    let stats = daemon.stats().unwrap();
+    assert!(stats["xdp_blocked"].as_u64().unwrap() >= 1, "dropped in XDP: {stats}");
+    assert_eq!(stats["blocked"], 0, "nothing reached tc to be blocked there: {stats}");
+    let flows = daemon.flows().unwrap();
+    assert!(flows.iter().all(|f| f["src"] != sock(lan.client_v4, 47401).to_string().as_str()), "no flow state for it");
+}

@@ -185,6 +185,16 @@ pub fn compile(rules: &RuleSet, groups: &[String]) -> Result<Compiled, CompileEr
         }
     }
     config.fallback = action_of(&rules.fallback)?;
+    // XDP on LAN interfaces may decide with the leading rules that test addresses only: no rule before them can
+    // match a packet they do not see.
+    for (i, rule) in rules.rules.iter().enumerate() {
+        let address_only = !rule.terms.is_empty()
+            && rule.terms.iter().all(|t| matches!(t.matcher, Matcher::DstIp(_) | Matcher::SrcIp(_)));
+        if !address_only {
+            break;
+        }
+        config.xdp_rules.set(i);
+    }
 
     let r = &rules.rules;
     let mut classes = Classes { ids: HashMap::new(), bits: Vec::new() };
