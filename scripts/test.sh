@@ -12,4 +12,6 @@ echo "== clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== tests"
 cargo test --workspace --no-fail-fast
+echo "== fuzz (short, bounded: each sniffer target ${FUZZ_SECONDS:-20} s)"
+bash relay/fuzz/run.sh "${FUZZ_SECONDS:-20}"
 echo "== all checks passed"

@@ -55,6 +55,13 @@ enum Command {
         #[command(flatten)]
         instance: InstanceArgs,
     },
+    /// Read a capture (pcap or pcapng) and print, per flow, what the sniffers see: protocol, SNI or Host, ALPN,
+    /// QUIC version. Shows why a domain rule did or did not match.
+    Sniff {
+        /// The capture file.
+        #[arg(long)]
+        pcap: PathBuf,
+    },
     /// Print the live flow tags of a running daemon.
     Flows {
         #[command(flatten)]
@@ -132,6 +139,11 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             }
         },
         Command::Reload { instance } => reload(&instance),
+        Command::Sniff { pcap } => {
+            let flows = relay::sniff::pcap::report(&pcap)?;
+            print!("{}", relay::sniff::pcap::Table(&flows));
+            Ok(())
+        }
         Command::Flows { instance, json } => {
             let maps = open(&instance)?;
             let cache = LinkCache::new();

@@ -1,4 +1,4 @@
-//! `cargo run --release -p perf -- [--json] [--only kernel|ifname]`: dae-rs benchmarks.
+//! `cargo run --release -p perf -- [--json] [--only kernel|ifname|routing|rules|sniff]`: dae-rs benchmarks.
 //!
 //! Every figure is printed with the baseline measured in the same run and their ratio (STYLE.md, "Benchmarks").
 //! Kernel benchmarks (BPF_PROG_TEST_RUN) need root and say so when not.
@@ -6,6 +6,9 @@
 mod ifname;
 mod kernel;
 mod report;
+mod routing;
+mod rules;
+mod sniff;
 
 use clap::Parser;
 
@@ -16,7 +19,7 @@ struct Args {
     #[arg(long)]
     json: bool,
     /// Run only one group.
-    #[arg(long, value_parser = ["kernel", "ifname"])]
+    #[arg(long, value_parser = ["kernel", "ifname", "routing", "rules", "sniff"])]
     only: Option<String>,
 }
 
@@ -32,8 +35,27 @@ fn main() -> anyhow::Result<()> {
             eprintln!("perf: skipping kernel benchmarks: BPF_PROG_TEST_RUN needs root");
         }
     }
+    if want("routing") {
+        if bench_lab::is_root() {
+            for figure in routing::bench()? {
+                figure.print(args.json);
+            }
+        } else {
+            eprintln!("perf: skipping routing benchmarks: BPF_PROG_TEST_RUN needs root");
+        }
+    }
     if want("ifname") {
         for figure in ifname::bench() {
+            figure.print(args.json);
+        }
+    }
+    if want("rules") {
+        for figure in rules::bench() {
+            figure.print(args.json);
+        }
+    }
+    if want("sniff") {
+        for figure in sniff::bench() {
             figure.print(args.json);
         }
     }

@@ -11,7 +11,7 @@ pub(crate) const HANDSHAKE_HEADER_LEN: usize = 4;
 /// The largest ClientHello body accepted. Real ones are 200 B to 2 KiB (a post-quantum key share adds about
 /// 1.2 KiB per group); 16 KiB leaves room for several such shares and large session tickets while bounding
 /// what a flow can make us buffer.
-pub(crate) const MAX_CLIENT_HELLO_LEN: usize = 16 * 1024;
+pub const MAX_CLIENT_HELLO_LEN: usize = 16 * 1024;
 /// `server_name` extension (RFC 6066).
 const EXT_SERVER_NAME: u16 = 0;
 /// `application_layer_protocol_negotiation` extension (RFC 7301).
@@ -21,7 +21,7 @@ const NAME_TYPE_HOST: u8 = 0;
 /// Longest `legacy_session_id` (RFC 8446: `<0..32>`).
 const MAX_SESSION_ID_LEN: usize = 32;
 /// At most this many ALPN protocol names are kept; browsers send 1 to 3, the rest is noise for routing.
-pub(crate) const MAX_ALPN_PROTOCOLS: usize = 8;
+pub const MAX_ALPN_PROTOCOLS: usize = 8;
 
 /// What a ClientHello says about where the client is going.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -84,7 +84,7 @@ fn parse_body(body: &[u8]) -> Result<ClientHello, HelloError> {
         return Err(Malformed("session id longer than 32 bytes"));
     }
     let suites = r.vec16().ok_or(Malformed("truncated cipher suites"))?;
-    if suites.is_empty() || suites.len() % 2 != 0 {
+    if suites.is_empty() || !suites.len().is_multiple_of(2) {
         return Err(Malformed("cipher suite list is empty or odd"));
     }
     let compression = r.vec8().ok_or(Malformed("truncated compression methods"))?;
