@@ -182,21 +182,24 @@ fn action_for(winner: u32, must: bool, cfg: &RouteConfig, bank: u32, dst_port: u
     action
 }
 
+/// The active bank and its settings when it has leading address-only rules for XDP: checked before any per-packet
+/// work, because the prefix starts at rule 0 and an empty first word (the common case) means there is none.
+#[inline(always)]
+pub fn xdp_rules_active() -> Option<(u32, &'static RouteConfig)> {
+    let selector = ROUTE_SELECTOR.get(0)?;
+    if selector.loaded == 0 {
+        return None;
+    }
+    let bank = selector.bank & 1;
+    let cfg = ROUTE_CONFIG.get(bank)?;
+    (cfg.xdp_rules.words[0] != 0).then_some((bank, cfg))
+}
+
 /// Whether the leading address-only rules block this LAN-in packet. Only rules no earlier non-address rule can
 /// pre-empt are considered, so XDP never drops what tc would have let through; when none of them matches, tc
 /// decides as usual.
 #[inline(always)]
-pub fn xdp_blocks(key: &FlowKey) -> bool {
-    let Some(selector) = ROUTE_SELECTOR.get(0) else { return false };
-    if selector.loaded == 0 {
-        return false;
-    }
-    let bank = selector.bank & 1;
-    let Some(cfg) = ROUTE_CONFIG.get(bank) else { return false };
-    // The prefix starts at rule 0, so an empty first word means an empty prefix: the common, cheap case.
-    if cfg.xdp_rules.words[0] == 0 {
-        return false;
-    }
+pub fn xdp_blocks(key: &FlowKey, (bank, cfg): (u32, &RouteConfig)) -> bool {
     let Some(present) = ROUTE_CLASS_BITS.get(bank * MAX_CLASSES) else { return false };
     let Some(acc) = ROUTE_SCRATCH.get_ptr_mut(0) else { return false };
     // SAFETY: this CPU's scratch slot (see `route`).

@@ -23,10 +23,11 @@ pub fn lan<const L2: bool>(ctx: *mut xdp_md) -> u32 {
     if h.fragment || !parse::is_tcp_or_udp(h.proto) {
         return verdict;
     }
+    let Some(active) = route::xdp_rules_active() else { return verdict };
     // SAFETY: context fields readable by XDP programs (re-read: adjusting the metadata invalidated pointers).
     let (start, end) = unsafe { ((*ctx).data as usize, (*ctx).data_end as usize) };
     let mut key = FlowKey::default();
-    if parse::flow_key(start, end, &h, &mut key).is_ok() && route::xdp_blocks(&key) {
+    if parse::flow_key(start, end, &h, &mut key).is_ok() && route::xdp_blocks(&key, active) {
         counters::bump(Counter::XdpBlocked);
         return XDP_DROP;
     }
