@@ -27,10 +27,14 @@ pub enum Counter {
     Blocked = 8,
     /// XDP dropped a packet a leading address-only `block` rule matched.
     XdpBlocked = 9,
+    /// A proxied flow's first packet was handed to a worker's socket.
+    Steered = 10,
+    /// A proxied flow could not be steered (no worker socket in its slot); it passed untouched.
+    SteerNoSocket = 11,
 }
 
 /// Number of [`Counter`] slots; the `COUNTERS` map has exactly this many entries.
-pub const COUNTER_SLOTS: u32 = 10;
+pub const COUNTER_SLOTS: u32 = 12;
 
 impl Counter {
     /// Every counter, in index order.
@@ -45,6 +49,8 @@ impl Counter {
         Counter::XdpMetaUnavailable,
         Counter::Blocked,
         Counter::XdpBlocked,
+        Counter::Steered,
+        Counter::SteerNoSocket,
     ];
 
     /// The metric name operators see.
@@ -60,6 +66,8 @@ impl Counter {
             Counter::XdpMetaUnavailable => "xdp_meta_unavailable",
             Counter::Blocked => "blocked",
             Counter::XdpBlocked => "xdp_blocked",
+            Counter::Steered => "steered",
+            Counter::SteerNoSocket => "steer_no_socket",
         }
     }
 }

@@ -189,6 +189,9 @@ impl Direction {
 
 /// [`FlowTag::flags`]: the kernel saw a TCP FIN or RST on this flow; userspace may evict it sooner.
 pub const FLOW_F_TCP_CLOSING: u8 = 1 << 0;
+/// [`FlowTag::flags`]: the flow's first packet was a TCP SYN, so a worker accepted it if it was steered; later
+/// segments of a proxied flow are marked for local delivery only then (a flow seen mid-stream cannot be).
+pub const FLOW_F_TCP_SYN: u8 = 1 << 1;
 
 /// What the datapath knows about a flow.
 ///

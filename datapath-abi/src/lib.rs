@@ -21,6 +21,7 @@ pub mod names;
 #[cfg(feature = "user")]
 mod pod;
 pub mod route;
+pub mod steer;
 
 pub use counters::Counter;
 pub use flow::{Direction, FlowBucket, FlowKey, FlowSlot, FlowTag};

@@ -83,6 +83,10 @@ pub const MAP_ROUTE_DOMAIN: &str = "ROUTE_DOMAIN";
 pub const MAP_ROUTE_PNAME: &str = "ROUTE_PNAME";
 /// `LruHashMap<u64, [u8; 16]>`: socket cookie -> `comm` of the task that created the socket.
 pub const MAP_SOCK_PNAME: &str = "SOCK_PNAME";
+/// `Array<SteerConfig>` [1]: how proxied flows reach the workers.
+pub const MAP_STEER_CONFIG: &str = "STEER_CONFIG";
+/// `SockMap` [MAX_WORKERS × SOCKS_PER_WORKER]: the workers' transparent sockets.
+pub const MAP_STEER_SOCKS: &str = "STEER_SOCKS";
 /// `Array<RouteProbe>` [1]: in/out of `route_probe`.
 pub const MAP_ROUTE_PROBE: &str = "ROUTE_PROBE";
 
@@ -93,7 +97,7 @@ pub const PROG_ROUTE_PROBE: &str = "route_probe";
 pub const PROG_CGROUP_SOCK_CREATE: &str = "cgroup_sock_create";
 
 /// Every map in the object.
-pub const MAPS: [&str; 17] = [
+pub const MAPS: [&str; 19] = [
     MAP_FLOWS,
     MAP_ADMISSION,
     MAP_COUNTERS,
@@ -111,4 +115,6 @@ pub const MAPS: [&str; 17] = [
     MAP_ROUTE_PNAME,
     MAP_SOCK_PNAME,
     MAP_ROUTE_PROBE,
+    MAP_STEER_CONFIG,
+    MAP_STEER_SOCKS,
 ];

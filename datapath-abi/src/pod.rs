@@ -1,6 +1,7 @@
 //! `aya::Pod` for the map key and value types (userspace only).
 
 use crate::{
+    steer::SteerConfig,
     Admission, FlowBucket, FlowKey, FlowTag, XdpMeta,
     route::{DomainKey, IfaceKey, MacKey, PnameKey, RouteAction, RouteConfig, RouteProbe, RouteSelector, RuleBits},
 };
@@ -34,3 +35,5 @@ unsafe impl aya::Pod for MacKey {}
 unsafe impl aya::Pod for DomainKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for PnameKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for SteerConfig {}

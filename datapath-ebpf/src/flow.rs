@@ -4,7 +4,7 @@ use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xchg};
 
 use datapath_abi::{
     Counter, Direction, FlowKey, FlowTag,
-    flow::{BUCKET_WAYS, FLOW_F_TCP_CLOSING, SLOT_BUSY, SLOT_EMPTY, SLOT_VALID, bucket_of, flow_hash},
+    flow::{BUCKET_WAYS, FLOW_F_TCP_CLOSING, FLOW_F_TCP_SYN, SLOT_BUSY, SLOT_EMPTY, SLOT_VALID, bucket_of, flow_hash},
     route::RouteAction,
 };
 
@@ -14,7 +14,9 @@ use crate::{
 };
 
 const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
 
 /// Where a packet is and which way it goes.
 #[derive(Clone, Copy)]
@@ -30,10 +32,14 @@ pub struct Place {
 /// The routing decision a flow carries: what every packet of it gets.
 #[derive(Clone, Copy)]
 pub struct Decision {
+    /// The flow's hash (a flow always lands on the same worker).
+    pub hash: u32,
     /// `route::outbound::*`.
     pub outbound: u8,
     /// Firewall mark to set (0: none).
     pub mark: u32,
+    /// The flow tag's `FLOW_F_*` bits.
+    pub flags: u8,
 }
 
 /// Records one packet of the flow `key` at `now` ticks and returns the flow's decision; `refresh` is the
@@ -54,7 +60,7 @@ pub fn record(
     let hash = flow_hash(key, flow_hash_seed());
     let Some(bucket) = FLOWS.get_ptr_mut(bucket_of(hash, flow_buckets())) else {
         let action = route();
-        return Decision { outbound: action.outbound, mark: action.mark };
+        return Decision { hash, outbound: action.outbound, mark: action.mark, flags: 0 };
     };
     // SAFETY: a live array element; other CPUs touch it only through the slot protocol below.
     let bucket = unsafe { &mut *bucket };
@@ -74,7 +80,7 @@ pub fn record(
             if closing && tag.flags & FLOW_F_TCP_CLOSING == 0 {
                 tag.flags |= FLOW_F_TCP_CLOSING;
             }
-            return Decision { outbound: tag.outbound, mark: tag.mark };
+            return Decision { hash, outbound: tag.outbound, mark: tag.mark, flags: tag.flags };
         }
     }
     let action = route();
@@ -94,6 +100,8 @@ pub fn record(
             continue;
         }
         let egress_ifindex = if place.egress_ifindex == 0 { egress() } else { place.egress_ifindex };
+        let syn = tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+        let flags = if closing { FLOW_F_TCP_CLOSING } else { 0 } | if syn { FLOW_F_TCP_SYN } else { 0 };
         slot.hash = hash;
         slot.key = *key;
         slot.tag = FlowTag {
@@ -105,7 +113,7 @@ pub fn record(
             egress_ifindex,
             mark: action.mark,
             direction: place.direction as u8,
-            flags: if closing { FLOW_F_TCP_CLOSING } else { 0 },
+            flags,
             outbound: action.outbound,
             route_flags: action.flags,
         };
@@ -113,9 +121,9 @@ pub fn record(
         // SAFETY: as above.
         unsafe { atomic_xchg::<u32, { AtomicOrdering::Release }>(state, SLOT_VALID) };
         counters::bump(Counter::FlowsCreated);
-        return Decision { outbound: action.outbound, mark: action.mark };
+        return Decision { hash, outbound: action.outbound, mark: action.mark, flags };
     }
     // No room: the packet is still routed, just not remembered.
     counters::bump(Counter::FlowTableFull);
-    Decision { outbound: action.outbound, mark: action.mark }
+    Decision { hash, outbound: action.outbound, mark: action.mark, flags: 0 }
 }

@@ -19,6 +19,7 @@ mod meta;
 mod parse;
 mod route;
 mod sock;
+mod steer;
 mod tc;
 mod xdp;
 

@@ -4,7 +4,7 @@
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, SockMap},
 };
 use datapath_abi::{
     Admission, FlowBucket,
@@ -14,6 +14,7 @@ use datapath_abi::{
         MAX_CLASSES, MAX_RULES, MacKey, PNAME_ENTRIES, PORT_SLOTS, PnameKey, RouteAction, RouteConfig, RouteProbe,
         RouteSelector, RuleBits, SMALL_SLOTS, SOCK_PNAME_ENTRIES,
     },
+    steer::{MAX_WORKERS, SOCKS_PER_WORKER, SteerConfig},
 };
 
 /// The flow table: buckets of slots, mmap-able so userspace reads and expires flows without system calls.
@@ -88,6 +89,14 @@ pub static SOCK_PNAME: LruHashMap<u64, [u8; COMM_LEN]> = LruHashMap::with_max_en
 /// key, the parse state and the FIB request are on it.
 #[map(name = "ROUTE_SCRATCH")]
 pub static ROUTE_SCRATCH: PerCpuArray<RuleBits> = PerCpuArray::with_max_entries(1, 0);
+
+/// How proxied flows reach the workers.
+#[map(name = "STEER_CONFIG")]
+pub static STEER_CONFIG: Array<SteerConfig> = Array::with_max_entries(1, 0);
+
+/// The workers' transparent sockets, at `steer_slot(worker, ipv6, udp)`.
+#[map(name = "STEER_SOCKS")]
+pub static STEER_SOCKS: SockMap = SockMap::with_max_entries(MAX_WORKERS * SOCKS_PER_WORKER, 0);
 
 /// In/out of `route_probe`.
 #[map(name = "ROUTE_PROBE")]

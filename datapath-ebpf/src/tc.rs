@@ -6,6 +6,7 @@ use aya_ebpf::{
 };
 use datapath_abi::{
     Counter, Direction, FlowKey,
+    flow::FLOW_F_TCP_SYN,
     route::{COMM_LEN, outbound},
 };
 
@@ -17,6 +18,7 @@ use crate::{
     meta,
     parse::{self, Headers, MAX_L4_OFFSET, Skip},
     route::{self, RouteInput},
+    steer,
 };
 
 /// `TC_ACT_UNSPEC`: pass and let later classifiers run (TCX: `TCX_NEXT`).
@@ -44,7 +46,7 @@ pub fn lan_ingress<const L2: bool>(skb: *mut __sk_buff) -> i32 {
 pub fn wan_egress<const L2: bool>(skb: *mut __sk_buff) -> i32 {
     // SAFETY: context fields readable by tc programs.
     let (ingress, ifindex) = unsafe { ((*skb).ingress_ifindex, (*skb).ifindex) };
-    if ingress != 0 {
+    if ingress != 0 || steer::from_daemon(skb) {
         return TC_ACT_UNSPEC;
     }
     let now = gate::now_ticks();
@@ -96,16 +98,36 @@ fn tag<const L2: bool>(skb: *mut __sk_buff, place: Place, now: u64, refresh: u64
     };
     let egress = || fib::egress_ifindex(skb, &key, h.version == 4, place.ingress_ifindex);
     let decision = flow::record(&key, tcp_flags, len, place, now, refresh, routed, egress);
-    apply(skb, decision)
+    let udp = key.l4_proto != IPPROTO_TCP;
+    let first = udp || tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    apply(skb, decision, place.direction, h.version == 6, udp, first)
 }
+
+const IPPROTO_TCP: u8 = 6;
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
 
 /// What a decision does to a packet here: `block` drops, a mark is set, everything else passes on (proxied
 /// flows are steered by the gateway layer).
 #[inline(always)]
-fn apply(skb: *mut __sk_buff, decision: flow::Decision) -> i32 {
+fn apply(
+    skb: *mut __sk_buff,
+    decision: flow::Decision,
+    direction: Direction,
+    ipv6: bool,
+    udp: bool,
+    first: bool,
+) -> i32 {
     if decision.outbound == outbound::BLOCK {
         counters::bump(Counter::Blocked);
         return TC_ACT_SHOT;
+    }
+    let proxied = (outbound::GROUP_BASE..=outbound::GROUP_MAX).contains(&decision.outbound);
+    // Gateway-originated proxied flows are not steered yet: they leave direct (see docs/gateway.md).
+    if proxied && direction == Direction::LanIn {
+        let began_with_syn = decision.flags & FLOW_F_TCP_SYN != 0;
+        steer::steer(skb, decision.hash, ipv6, udp, first, began_with_syn);
+        return TC_ACT_UNSPEC;
     }
     if decision.mark != 0 {
         // SAFETY: `mark` is writable by tc programs.

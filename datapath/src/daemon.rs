@@ -14,11 +14,13 @@ use tokio::{
 use tracing::{debug, error, info, warn};
 
 use config::Validated;
+use datapath_abi::steer::{DEFAULT_DAEMON_MARK, DEFAULT_TPROXY_MARK, TPROXY_TABLE};
 
 use crate::{
     attach::{Attacher, Roles, TcAttach, XdpAttach},
     clock::{self, monotonic_coarse_ns},
     flows,
+    gateway::{self, Gateway},
     links::{Framing, LinkCache, LinkChange, LinkTable},
     maps::Maps,
     netlink::{self, LinkEvent, LinkMonitor},
@@ -66,6 +68,8 @@ struct Control {
     /// Rule-set generations published so far.
     generation: u64,
     status: StatusFile,
+    gateway: Gateway,
+    lo: u32,
 }
 
 /// Runs the daemon until SIGINT/SIGTERM, routing with `validated` (the loaded and lowered configuration).
@@ -77,6 +81,8 @@ pub async fn run(validated: Validated, opts: RunOptions) -> anyhow::Result<()> {
     let mut maps = Maps::take(&mut loaded.ebpf, Some(instance.pin_dir()))?;
     maps.set_gate(Admission::default())?;
     let router = Router::new(RouteMaps::take(&mut loaded.ebpf)?);
+    let daemon_mark = validated.config.global.so_mark_from_dae.filter(|m| *m != 0).unwrap_or(DEFAULT_DAEMON_MARK);
+    let gateway = Gateway::start(&mut loaded.ebpf, DEFAULT_TPROXY_MARK, daemon_mark)?;
     let mut attacher = Attacher::new(loaded, opts.tc, opts.xdp);
     match attacher.attach_cgroup() {
         Ok(root) => info!(cgroup = %root.display(), "socket-creation hook attached (pname routing)"),
@@ -91,6 +97,8 @@ pub async fn run(validated: Validated, opts: RunOptions) -> anyhow::Result<()> {
     let handle = netlink::connect()?;
     let cache = LinkCache::new();
     cache.replace_all(netlink::dump_links(&handle).await?);
+    let lo = cache.snapshot().by_name("lo").map_or(1, |l| l.index);
+    gateway::policy::install(&handle, gateway.tproxy_mark, TPROXY_TABLE, lo).await?;
     let pid = std::process::id();
     let mut control = Control {
         attacher,
@@ -106,6 +114,8 @@ pub async fn run(validated: Validated, opts: RunOptions) -> anyhow::Result<()> {
         config_path: opts.config_path.clone(),
         generation: 0,
         status: StatusFile::new(instance.name()),
+        gateway,
+        lo,
     };
     control.publish(compiled)?;
     control.refresh_auto_wan().await;
@@ -346,6 +356,8 @@ impl Control {
         if let Err(e) = self.maps.set_gate(self.gate.closed()) {
             error!(error = %e, "closing the gate");
         }
+        self.gateway.stop();
+        gateway::policy::remove(&self.handle, self.gateway.tproxy_mark, TPROXY_TABLE, self.lo).await;
         let indexes: Vec<u32> = self.attacher.attachments().map(|a| a.ifindex).collect();
         for ifindex in indexes {
             if let Some(gone) = self.attacher.detach(ifindex)

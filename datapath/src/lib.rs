@@ -12,6 +12,7 @@ pub mod clock;
 pub mod daemon;
 pub mod flow_table;
 pub mod flows;
+pub mod gateway;
 pub mod links;
 pub mod maps;
 pub mod mmap;

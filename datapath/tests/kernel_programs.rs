@@ -12,7 +12,7 @@ use datapath::{
 };
 use datapath_abi::{
     Admission, Counter, Direction, FlowKey, FlowTag, XdpMeta,
-    flow::{FLOW_F_TCP_CLOSING, IPPROTO_TCP, IPPROTO_UDP},
+    flow::{FLOW_F_TCP_CLOSING, FLOW_F_TCP_SYN, IPPROTO_TCP, IPPROTO_UDP},
     gate::GATE_OPEN,
     meta::{META_F_FRAGMENT, XDP_META_MAGIC},
     names::{PROG_TC_LAN_INGRESS_L2, PROG_TC_WAN_EGRESS_L2, PROG_XDP_L2},
@@ -126,7 +126,8 @@ fn tcp_and_udp_flows_are_tagged_once_and_refreshed() {
         assert_eq!(tag.packets, 2);
         assert_eq!(tag.bytes, 2 * frame.len() as u64);
         assert_ne!(tag.ingress_ifindex, 0, "the test-run skb's device");
-        assert_eq!(tag.flags, 0);
+        let began_with_syn = matches!(spec.l4, L4::Tcp(0x02));
+        assert_eq!(tag.flags, if began_with_syn { FLOW_F_TCP_SYN } else { 0 }, "{spec:?}");
     }
     assert_eq!(h.counter(Counter::FlowsCreated), specs.len() as u64);
     assert_eq!(h.maps.flows.snapshot().len(), specs.len());

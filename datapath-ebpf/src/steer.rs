@@ -1,0 +1,63 @@
+//! Handing proxied LAN-in flows to a worker: mark for local delivery, and on a flow's first packet assign the
+//! worker's transparent socket (see `datapath_abi::steer`).
+
+use aya_ebpf::{
+    bindings::{__sk_buff, bpf_sock},
+    helpers::{bpf_map_lookup_elem, bpf_sk_assign, bpf_sk_release},
+};
+use datapath_abi::{Counter, steer::steer_slot};
+
+use crate::{
+    counters,
+    maps::{STEER_CONFIG, STEER_SOCKS},
+};
+
+/// Steers the packet if workers are registered; otherwise the flow passes untouched (fail-open).
+///
+/// `first` is a TCP SYN or any UDP datagram: it is assigned to a worker's socket, and marked for local delivery
+/// only if that worked. Later TCP segments find the accepted socket by the ordinary lookup and are marked only
+/// when the flow `began_with_syn` (a flow first seen mid-stream has no socket to go to and passes untouched).
+#[inline(always)]
+pub fn steer(skb: *mut __sk_buff, hash: u32, ipv6: bool, udp: bool, first: bool, began_with_syn: bool) {
+    let Some(cfg) = STEER_CONFIG.get(0) else { return };
+    if cfg.workers == 0 {
+        return;
+    }
+    if !first {
+        if began_with_syn {
+            // SAFETY: `mark` is writable by tc programs.
+            unsafe { (*skb).mark = cfg.tproxy_mark };
+        }
+        return;
+    }
+    let slot = steer_slot(hash % cfg.workers, ipv6, udp);
+    // SAFETY: a sockmap lookup from tc returns a referenced socket (or null) that we release below.
+    let sk = unsafe {
+        bpf_map_lookup_elem(core::ptr::addr_of!(STEER_SOCKS).cast_mut().cast(), core::ptr::addr_of!(slot).cast())
+    }
+    .cast::<bpf_sock>();
+    if sk.is_null() {
+        counters::bump(Counter::SteerNoSocket);
+        return;
+    }
+    // SAFETY: sk is a live referenced socket; assign then release our reference.
+    let rc = unsafe { bpf_sk_assign(skb.cast(), sk.cast(), 0) };
+    // SAFETY: as above.
+    unsafe { bpf_sk_release(sk.cast()) };
+    if rc != 0 {
+        counters::bump(Counter::SteerNoSocket);
+        return;
+    }
+    // SAFETY: `mark` is writable by tc programs.
+    unsafe { (*skb).mark = cfg.tproxy_mark };
+    counters::bump(Counter::Steered);
+}
+
+/// Whether the packet comes from one of the daemon's own sockets (never tagged, routed or looped).
+#[inline(always)]
+pub fn from_daemon(skb: *mut __sk_buff) -> bool {
+    let Some(cfg) = STEER_CONFIG.get(0) else { return false };
+    // SAFETY: context field readable by tc programs.
+    let mark = unsafe { (*skb).mark };
+    cfg.daemon_mark != 0 && mark & cfg.daemon_mark == cfg.daemon_mark
+}

@@ -1,0 +1,95 @@
+//! The gateway: steering proxied flows to userspace workers and relaying them.
+//!
+//! Today: policy routing for steered packets ([`policy`]) and workers that accept steered TCP connections on
+//! transparent listeners and relay them to their original destination ([`worker`]). Proxy outbounds, UDP,
+//! io_uring workers and gateway-originated steering are issue 4's remaining work.
+
+pub mod policy;
+pub mod worker;
+
+use std::thread::JoinHandle;
+
+use aya::{
+    Ebpf,
+    maps::{Array, MapData, SockMap},
+};
+use datapath_abi::{
+    names::{MAP_STEER_CONFIG, MAP_STEER_SOCKS},
+    steer::{MAX_WORKERS, SteerConfig, steer_slot},
+};
+use tracing::info;
+
+/// Steering could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// A map is missing or of another type.
+    #[error("steering map {0} missing or of another type")]
+    Map(&'static str),
+    /// A map update failed.
+    #[error("steering map {name}: {source}")]
+    Op {
+        /// Map.
+        name: &'static str,
+        /// Cause.
+        source: aya::maps::MapError,
+    },
+    /// A worker socket could not be created.
+    #[error("worker socket: {0}")]
+    Socket(#[from] std::io::Error),
+}
+
+/// The running workers and the steering maps.
+pub struct Gateway {
+    config: Array<MapData, SteerConfig>,
+    _socks: SockMap<MapData>,
+    workers: Vec<JoinHandle<()>>,
+    /// The mark steered packets carry.
+    pub tproxy_mark: u32,
+    /// The mark of the daemon's own sockets.
+    pub daemon_mark: u32,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").field("workers", &self.workers.len()).finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Creates one worker per core (at most `MAX_WORKERS`), puts their transparent sockets into the sockmap and
+    /// tells the kernel to steer.
+    pub fn start(ebpf: &mut Ebpf, tproxy_mark: u32, daemon_mark: u32) -> Result<Self, GatewayError> {
+        let config = ebpf.take_map(MAP_STEER_CONFIG).ok_or(GatewayError::Map(MAP_STEER_CONFIG))?;
+        let socks = ebpf.take_map(MAP_STEER_SOCKS).ok_or(GatewayError::Map(MAP_STEER_SOCKS))?;
+        let mut config: Array<MapData, SteerConfig> =
+            Array::try_from(config).map_err(|source| GatewayError::Op { name: MAP_STEER_CONFIG, source })?;
+        let mut socks: SockMap<MapData> =
+            SockMap::try_from(socks).map_err(|source| GatewayError::Op { name: MAP_STEER_SOCKS, source })?;
+        let count = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_WORKERS as usize) as u32;
+        let mut workers = Vec::new();
+        for w in 0..count {
+            for ipv6 in [false, true] {
+                let listener = worker::transparent_listener(ipv6)?;
+                socks
+                    .set(steer_slot(w, ipv6, false), &listener, 0)
+                    .map_err(|source| GatewayError::Op { name: MAP_STEER_SOCKS, source })?;
+                workers.push(
+                    std::thread::Builder::new()
+                        .name(format!("dae-worker-{w}"))
+                        .spawn(move || worker::serve(listener, daemon_mark))?,
+                );
+            }
+        }
+        config
+            .set(0, SteerConfig { workers: count, tproxy_mark, daemon_mark, _pad: 0 }, 0)
+            .map_err(|source| GatewayError::Op { name: MAP_STEER_CONFIG, source })?;
+        info!(workers = count, tproxy_mark, daemon_mark, "steering proxied LAN flows to userspace");
+        Ok(Self { config, _socks: socks, workers, tproxy_mark, daemon_mark })
+    }
+
+    /// Stops steering (the kernel lets proxied flows pass untouched again).
+    pub fn stop(&mut self) {
+        let _ = self.config.set(0, SteerConfig::default(), 0);
+        self.workers.clear();
+    }
+}
