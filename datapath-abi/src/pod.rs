@@ -1,9 +1,9 @@
 //! `aya::Pod` for the map key and value types (userspace only).
 
 use crate::{
-    steer::SteerConfig,
     Admission, FlowBucket, FlowKey, FlowTag, XdpMeta,
     route::{DomainKey, IfaceKey, MacKey, PnameKey, RouteAction, RouteConfig, RouteProbe, RouteSelector, RuleBits},
+    steer::SteerConfig,
 };
 
 // SAFETY: each type is #[repr(C)], made only of integers and integer arrays, with explicit padding fields, so
