@@ -66,9 +66,14 @@ fn build() -> Result<(), String> {
                 .join("bpf");
             compile(&ebpf_dir, &target_dir)?;
             let object = target_dir.join("bpfel-unknown-none/release/datapath-ebpf");
-            let newest_source = newest_mtime(&[ebpf_dir.join("src"), abi_dir.join("src")])?
-                .max(mtime(&ebpf_dir.join("Cargo.toml"))?)
-                .max(mtime(&abi_dir.join("Cargo.toml"))?);
+            // The sources are the ones the eBPF build read (its dep-info): userspace-only modules of the ABI
+            // crate (cfg'd out for bpf) do not make the object stale. Without dep-info, every source counts.
+            let newest_source = match tracked_sources(&object) {
+                Some(sources) => newest_file_mtime(&sources)?,
+                None => newest_mtime(&[ebpf_dir.join("src"), abi_dir.join("src")])?,
+            }
+            .max(mtime(&ebpf_dir.join("Cargo.toml"))?)
+            .max(mtime(&abi_dir.join("Cargo.toml"))?);
             if mtime(&object)? < newest_source {
                 return Err(format!(
                     "the eBPF object {} is older than its sources after a build; remove {} and build again",
@@ -163,6 +168,35 @@ fn check_btf(path: &Path, bytes: &[u8]) -> Result<(), String> {
 
 fn mtime(path: &Path) -> Result<SystemTime, String> {
     fs::metadata(path).and_then(|m| m.modified()).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The source files listed in the dep-info (`<object>.d`) cargo wrote next to the object, if any.
+fn tracked_sources(object: &Path) -> Option<Vec<PathBuf>> {
+    let text = fs::read_to_string(object.with_extension("d")).ok()?;
+    let (_, deps) = text.lines().next()?.split_once(": ")?;
+    // Make's syntax: sources separated by spaces, a space inside a path escaped as `\ `.
+    let mut sources = Vec::new();
+    let mut current = String::new();
+    let mut chars = deps.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&' ') => current.push(chars.next()?),
+            ' ' => {
+                if !current.is_empty() {
+                    sources.push(PathBuf::from(std::mem::take(&mut current)));
+                }
+            }
+            c => current.push(c),
+        }
+    }
+    if !current.is_empty() {
+        sources.push(PathBuf::from(current));
+    }
+    (!sources.is_empty()).then_some(sources)
+}
+
+fn newest_file_mtime(files: &[PathBuf]) -> Result<SystemTime, String> {
+    files.iter().try_fold(SystemTime::UNIX_EPOCH, |newest, file| Ok(newest.max(mtime(file)?)))
 }
 
 fn newest_mtime(dirs: &[PathBuf]) -> Result<SystemTime, String> {
