@@ -235,6 +235,25 @@ pub enum ErrorKind {
         /// Why it cannot be used.
         reason: String,
     },
+    /// A DNS rule names an upstream that `dns.upstream` does not define.
+    #[error(
+        "DNS upstream `{name}` is not defined: define it in `dns {{ upstream {{ {name}: 'udp://...' }} }}`, or use `asis` or `reject`{}",
+        did_you_mean(.suggestion)
+    )]
+    UnknownDnsUpstream {
+        /// The name as written.
+        name: String,
+        /// The closest defined upstream, if one is close.
+        suggestion: Option<String>,
+    },
+    /// Something dae offers that dae-rs does not implement yet (refused rather than silently ignored).
+    #[error("{what}: {reason}")]
+    NotImplemented {
+        /// What was asked for, e.g. "upstream `h3dns`".
+        what: String,
+        /// What is missing and what to use instead.
+        reason: String,
+    },
     /// `include` in a configuration loaded with [`crate::load_str`].
     #[error(
         "`include` is not available for a configuration read from memory: there is no entry folder to resolve paths against; use `config::load` with a file"

@@ -26,6 +26,7 @@
 
 pub mod ast;
 mod config;
+pub mod dns;
 pub mod duration;
 mod error;
 mod glob;

@@ -2,13 +2,13 @@
 //! it ([`lower()`]), geosite/geoip assets ([`Assets`], [`geodata`]), the userspace matcher ([`Compiled`]), the
 //! golden table of dae semantics ([`golden`]) and the benchmark rule mix ([`bench_mix`]).
 
-mod assets;
+pub(crate) mod assets;
 mod bench;
 pub mod geodata;
 pub mod golden;
 pub mod ir;
-mod lower;
-mod matcher;
+pub(crate) mod lower;
+pub(crate) mod matcher;
 pub mod reference;
 
 pub use assets::{ASSET_ENV, Assets, DEFAULT_ASSET_DIRS};

@@ -3,7 +3,8 @@
 //! path traffic takes.
 
 use super::ir::{
-    Action, DNS_PORT, DomainSet, L4, Matcher, Packet, PacketDirection, Rule, RuleSet, Term, Verdict, Zone,
+    Action, DNS_PORT, DomainSet, InterfaceName, L4, Matcher, Packet, PacketDirection, Rule, RuleSet, Term, Verdict,
+    Zone,
 };
 
 /// Routes `packet` through `rules`.
@@ -37,19 +38,32 @@ pub fn rule_matches(rule: &Rule, packet: &Packet<'_>) -> bool {
 /// Whether one term matches, negation included.
 pub fn term_matches(term: &Term, packet: &Packet<'_>) -> bool {
     if let Matcher::Interface(names) = &term.matcher {
-        // Zone-bound: a term only ever speaks about packets of the zones it names, negated or not.
-        let zone = match packet.direction {
-            PacketDirection::LanIn => Zone::Lan,
-            PacketDirection::WanOut => Zone::Wan,
-        };
-        let mut of_zone = names.iter().filter(|n| n.zone == zone).peekable();
-        if of_zone.peek().is_none() {
-            return false;
-        }
-        let on_listed = packet.interface.is_some_and(|ifname| of_zone.any(|n| n.name == ifname));
-        return on_listed != term.negated;
+        return interface_term_matches(names, term.negated, packet.direction, packet.interface);
     }
     values_match(&term.matcher, packet) != term.negated
+}
+
+/// Whether an `interface(...)` term (`negated` for `!interface(...)`) matches a packet seen in `direction` on
+/// `interface` (`None`: no live link of that name).
+///
+/// Zone-bound: a term only ever speaks about packets of the zones it names, negated or not. DNS request and
+/// response rules use this same function.
+pub fn interface_term_matches(
+    names: &[InterfaceName],
+    negated: bool,
+    direction: PacketDirection,
+    interface: Option<&str>,
+) -> bool {
+    let zone = match direction {
+        PacketDirection::LanIn => Zone::Lan,
+        PacketDirection::WanOut => Zone::Wan,
+    };
+    let mut of_zone = names.iter().filter(|n| n.zone == zone).peekable();
+    if of_zone.peek().is_none() {
+        return false;
+    }
+    let on_listed = interface.is_some_and(|ifname| of_zone.any(|n| n.name == ifname));
+    on_listed != negated
 }
 
 fn values_match(matcher: &Matcher, p: &Packet<'_>) -> bool {

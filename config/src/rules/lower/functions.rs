@@ -23,7 +23,7 @@ const IP_KEYS: [&str; 2] = ["geoip", "ext"];
 
 /// `domain(...)`: unkeyed values and `domain:` are suffixes, `contains:` is `keyword:`; names lower-cased, one
 /// trailing dot removed; regular expressions compiled now; `geosite:` and `ext:` expanded.
-pub(super) fn domain(cx: &mut Cx<'_>, function: &Function) -> Option<DomainSet> {
+pub(crate) fn domain(cx: &mut Cx<'_>, function: &Function) -> Option<DomainSet> {
     let mut set = DomainSet::default();
     let mut ok = true;
     for param in &function.params {
@@ -141,7 +141,7 @@ fn asset_error(what: String, reason: String, param: &Param) -> crate::error::Con
 
 /// `dip(...)`, `ip(...)`, `sip(...)`: addresses (a host prefix), CIDRs (host bits cleared, with a warning, as dae
 /// does), `geoip:` and `ext:` tags.
-pub(super) fn ip_nets(cx: &mut Cx<'_>, function: &Function) -> Option<Vec<IpNet>> {
+pub(crate) fn ip_nets(cx: &mut Cx<'_>, function: &Function) -> Option<Vec<IpNet>> {
     let name = function.name.name.as_str();
     let mut nets = Vec::new();
     let mut ok = true;

@@ -22,7 +22,7 @@ enum Current {
 }
 
 /// The names of one `interface(...)`, deduplicated, in order.
-pub(super) fn interfaces(cx: &mut Cx<'_>, function: &Function) -> Option<Vec<InterfaceName>> {
+pub(crate) fn interfaces(cx: &mut Cx<'_>, function: &Function) -> Option<Vec<InterfaceName>> {
     let mut current = Current::Unset;
     let mut names: Vec<InterfaceName> = Vec::new();
     let mut ok = true;

@@ -1,8 +1,8 @@
 //! Lowering the `routing` section into a [`RuleSet`]: every function, key and outbound with dae's meaning,
 //! values normalised, geosite/geoip tags expanded, and every problem reported at once with the span of its token.
 
-mod functions;
-mod interface;
+pub(crate) mod functions;
+pub(crate) mod interface;
 
 use std::collections::HashSet;
 use std::hash::Hash;

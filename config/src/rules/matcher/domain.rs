@@ -11,7 +11,7 @@ use crate::rules::ir::DomainSet;
 const FULL: u8 = 1;
 const SUFFIX: u8 = 2;
 
-pub(super) struct DomainMatcher {
+pub(crate) struct DomainMatcher {
     /// Name -> `FULL` and/or `SUFFIX`.
     names: HashMap<Box<str>, u8>,
     keywords: Option<AhoCorasick>,

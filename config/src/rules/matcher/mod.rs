@@ -10,7 +10,7 @@
 //! allocation once warm ([`Compiled::decide`]).
 
 mod classes;
-mod domain;
+pub(crate) mod domain;
 
 use std::net::IpAddr;
 
