@@ -4,6 +4,7 @@
 //!   helpers to run commands inside it.
 //! - [`topology`]: the client -> gateway -> server topology (veth pairs, IPv4 and IPv6, routing) every
 //!   privileged test and lab scenario starts from.
+//! - [`dns`]: `nsd` serving a zone in a namespace, `kdig`, a scratch folder.
 //! - [`daemon`]: a `dae` process started inside a namespace, with its log, readiness and `dae flows`/`dae stats`.
 //!
 //! - [`traffic`]: UDP and TCP echo servers and clients that run inside a namespace (real sockets).
@@ -15,6 +16,7 @@
 #![deny(unsafe_code)]
 
 pub mod daemon;
+pub mod dns;
 pub mod netns;
 pub mod packet;
 pub mod topology;

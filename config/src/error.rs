@@ -393,6 +393,13 @@ impl ConfigErrors {
         Self { errors, sources }
     }
 
+    /// Both lists, in file order (they point into the same sources).
+    pub(crate) fn merged(mut self, other: ConfigErrors) -> Self {
+        self.errors.extend(other.errors);
+        crate::config::sort_errors(&mut self.errors);
+        self
+    }
+
     /// All errors, including those past [`MAX_REPORTED_ERRORS`] that `Display` leaves out.
     pub fn errors(&self) -> &[ConfigError] {
         &self.errors

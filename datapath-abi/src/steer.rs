@@ -26,7 +26,7 @@ pub const fn steer_slot(worker: u32, ipv6: bool, udp: bool) -> u32 {
 /// `STEER_CONFIG[0]`.
 ///
 /// Layout (16 bytes, align 4): `workers u32 (0: no userspace, proxied flows pass untouched), tproxy_mark u32,
-/// daemon_mark u32, _pad u32`.
+/// daemon_mark u32, flags u32 (STEER_F_*)`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SteerConfig {
@@ -36,8 +36,12 @@ pub struct SteerConfig {
     pub tproxy_mark: u32,
     /// Mark of the daemon's own sockets.
     pub daemon_mark: u32,
-    /// Zero.
-    pub _pad: u32,
+    /// `STEER_F_*`.
+    pub flags: u32,
 }
 assert_layout!(SteerConfig, size = 16, align = 4);
 assert_offset!(SteerConfig, daemon_mark, 8);
+assert_offset!(SteerConfig, flags, 12);
+
+/// [`SteerConfig::flags`]: the DNS forwarder runs; steer LAN DNS (decision `outbound::DNS`) to the workers.
+pub const STEER_F_DNS: u32 = 1 << 0;

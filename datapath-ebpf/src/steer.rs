@@ -5,22 +5,27 @@ use aya_ebpf::{
     bindings::{__sk_buff, bpf_sock},
     helpers::{bpf_map_lookup_elem, bpf_sk_assign, bpf_sk_release},
 };
-use datapath_abi::{Counter, steer::steer_slot};
+use datapath_abi::{
+    Counter,
+    steer::{STEER_F_DNS, steer_slot},
+};
 
 use crate::{
     counters,
     maps::{STEER_CONFIG, STEER_SOCKS},
 };
 
-/// Steers the packet if workers are registered; otherwise the flow passes untouched (fail-open).
+/// Steers the packet if workers are registered (and, for DNS, `proxied` false, the forwarder runs); otherwise
+/// the flow passes untouched (fail-open).
 ///
 /// `first` is a TCP SYN or any UDP datagram: it is assigned to a worker's socket, and marked for local delivery
 /// only if that worked. Later TCP segments find the accepted socket by the ordinary lookup and are marked only
 /// when the flow `began_with_syn` (a flow first seen mid-stream has no socket to go to and passes untouched).
 #[inline(always)]
-pub fn steer(skb: *mut __sk_buff, hash: u32, ipv6: bool, udp: bool, first: bool, began_with_syn: bool) {
+pub fn steer(skb: *mut __sk_buff, hash: u32, ipv6: bool, udp: bool, first: bool, began_with_syn: bool, proxied: bool) {
     let Some(cfg) = STEER_CONFIG.get(0) else { return };
-    if cfg.workers == 0 {
+    // DNS goes to the workers only while the forwarder runs; otherwise it passes like a direct flow.
+    if cfg.workers == 0 || (!proxied && cfg.flags & STEER_F_DNS == 0) {
         return;
     }
     if !first {

@@ -1,7 +1,12 @@
 //! `dae run`: the control thread. Loads and pins, follows links, keeps attachments and the admission lease, runs
 //! the janitor, and takes everything down again on SIGINT/SIGTERM.
 
-use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use anyhow::bail;
 use datapath_abi::{Admission, gate::GATE_RENEW_NS};
@@ -63,7 +68,8 @@ struct Control {
     hz: u64,
     /// The gate as last written (its clock sample converts flow ticks).
     gate: Admission,
-    router: Router,
+    /// Shared with the DNS forwarder's domain publisher.
+    router: Arc<Mutex<Router>>,
     config_path: PathBuf,
     /// Rule-set generations published so far.
     generation: u64,
@@ -80,9 +86,11 @@ pub async fn run(validated: Validated, opts: RunOptions) -> anyhow::Result<()> {
     let mut loaded = object::load(opts.flow_table_entries)?;
     let mut maps = Maps::take(&mut loaded.ebpf, Some(instance.pin_dir()))?;
     maps.set_gate(Admission::default())?;
-    let router = Router::new(RouteMaps::take(&mut loaded.ebpf)?);
+    let router = Arc::new(Mutex::new(Router::new(RouteMaps::take(&mut loaded.ebpf)?)));
     let daemon_mark = validated.config.global.so_mark_from_dae.filter(|m| *m != 0).unwrap_or(DEFAULT_DAEMON_MARK);
-    let gateway = Gateway::start(&mut loaded.ebpf, DEFAULT_TPROXY_MARK, daemon_mark)?;
+    let cache = LinkCache::new();
+    let intercept = start_dns(&validated, &router, &maps, loaded.flow_hash_seed, daemon_mark)?;
+    let gateway = Gateway::start(&mut loaded.ebpf, DEFAULT_TPROXY_MARK, daemon_mark, intercept, &cache)?;
     let mut attacher = Attacher::new(loaded, opts.tc, opts.xdp);
     match attacher.attach_cgroup() {
         Ok(root) => info!(cgroup = %root.display(), "socket-creation hook attached (pname routing)"),
@@ -95,7 +103,6 @@ pub async fn run(validated: Validated, opts: RunOptions) -> anyhow::Result<()> {
     // Subscribe before the dump so no event falls between them.
     let mut monitor = LinkMonitor::subscribe()?;
     let handle = netlink::connect()?;
-    let cache = LinkCache::new();
     cache.replace_all(netlink::dump_links(&handle).await?);
     let lo = cache.snapshot().by_name("lo").map_or(1, |l| l.index);
     gateway::policy::install(&handle, gateway.tproxy_mark, TPROXY_TABLE, lo).await?;
@@ -165,6 +172,46 @@ pub async fn run(validated: Validated, opts: RunOptions) -> anyhow::Result<()> {
     outcome.map(|_| ())
 }
 
+/// Starts the DNS forwarder with the configuration's `dns` section (dae's defaults without one: every query to
+/// the server the client asked), its upstream sockets carrying the daemon's mark, answers publishing
+/// `IP -> names` into the kernel for `domain(...)` rules, and returns what the workers need to hand it the DNS
+/// they intercept.
+fn start_dns(
+    validated: &Validated,
+    router: &Arc<Mutex<Router>>,
+    maps: &Maps,
+    seed: u64,
+    daemon_mark: u32,
+) -> anyhow::Result<Option<Arc<gateway::dns::Intercept>>> {
+    let mut options = dns::service::Options::for_config(&validated.config);
+    options.mark = daemon_mark;
+    let router = Arc::clone(router);
+    let domains: dns::DomainHook = Arc::new(move |addr, names| {
+        let mapped = match addr {
+            std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            std::net::IpAddr::V6(v6) => v6.octets(),
+        };
+        if let Err(e) = router.lock().unwrap_or_else(|e| e.into_inner()).set_domains(mapped, names.to_vec()) {
+            warn!(%addr, error = %e, "publishing a DNS answer's names to the kernel");
+        }
+    });
+    let replies = Arc::new(gateway::dns::Replies::default());
+    let hooks = dns::Hooks { domains: Some(domains), answers: Some(replies.sink()) };
+    let handle = dns::Service::start_with(validated.dns.clone(), options, hooks)?;
+    for (addr, proto) in handle.local_addrs() {
+        info!(%addr, proto, "DNS listening (dns.bind)");
+    }
+    info!(upstreams = validated.dns.upstreams.len(), "DNS forwarder running: LAN DNS to port 53 is intercepted");
+    Ok(Some(Arc::new(gateway::dns::Intercept {
+        handle,
+        replies,
+        flows: Arc::clone(&maps.flows),
+        seed,
+        refused: Default::default(),
+        submitted: Default::default(),
+    })))
+}
+
 /// Which attachments to check against the kernel during a reconcile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Verify {
@@ -183,7 +230,7 @@ impl Control {
     /// Publishes a compiled rule set into the inactive bank and flips to it.
     fn publish(&mut self, compiled: Compiled) -> anyhow::Result<()> {
         let rules = compiled.actions.len();
-        let bank = self.router.publish(compiled, &self.cache.snapshot())?;
+        let bank = self.router.lock().unwrap_or_else(|e| e.into_inner()).publish(compiled, &self.cache.snapshot())?;
         self.generation += 1;
         info!(generation = self.generation, bank, rules, "rule set published");
         self.status.write(self.generation, None);
@@ -253,7 +300,7 @@ impl Control {
 
     /// `interface(...)` rules follow names: re-resolve them against the current link table.
     fn follow_interface_rules(&mut self) {
-        if let Err(e) = self.router.links_changed(&self.cache.snapshot()) {
+        if let Err(e) = self.router.lock().unwrap_or_else(|e| e.into_inner()).links_changed(&self.cache.snapshot()) {
             error!(error = %e, "updating interface rules after a link change");
         }
     }

@@ -245,6 +245,7 @@ impl LinkCache {
 }
 
 /// The reader side: one per thread, never locks.
+#[derive(Clone)]
 pub struct LinkReader {
     cache: Cache<Arc<ArcSwap<LinkTable>>, Arc<LinkTable>>,
 }

@@ -47,8 +47,8 @@ pub enum MapsError {
 
 /// The maps userspace reads and writes.
 pub struct Maps {
-    /// The flow table, mapped into this process.
-    pub flows: FlowTable,
+    /// The flow table, mapped into this process (shared with the gateway's workers).
+    pub flows: std::sync::Arc<FlowTable>,
     /// The admission gate and clock sample.
     pub admission: Array<MapData, Admission>,
     /// Per-CPU counters.
@@ -101,7 +101,7 @@ impl Maps {
             return Err(MapsError::WrongType(MAP_FLOWS));
         };
         Ok(Self {
-            flows: FlowTable::map(&flows, writable)?,
+            flows: std::sync::Arc::new(FlowTable::map(&flows, writable)?),
             admission: Array::try_from(admission).map_err(err(MAP_ADMISSION))?,
             counters: PerCpuArray::try_from(counters).map_err(err(MAP_COUNTERS))?,
             clock_probe: None,

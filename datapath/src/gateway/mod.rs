@@ -1,13 +1,18 @@
 //! The gateway: steering proxied flows to userspace workers and relaying them.
 //!
-//! Today: policy routing for steered packets ([`policy`]) and workers that accept steered TCP connections on
-//! transparent listeners and relay them to their original destination ([`worker`]). Proxy outbounds, UDP,
-//! io_uring workers and gateway-originated steering are issue 4's remaining work.
+//! Today: policy routing for steered packets ([`policy`]), workers that accept steered TCP connections on
+//! transparent listeners and relay them to their original destination ([`worker`]), and intercepted DNS to the
+//! forwarder ([`dns`]). Proxy outbounds, UDP relaying, io_uring workers and gateway-originated steering are
+//! issue 4's remaining work.
 
+pub mod dns;
 pub mod policy;
 pub mod worker;
 
-use std::thread::JoinHandle;
+use std::{
+    sync::{Arc, atomic::AtomicBool},
+    thread::JoinHandle,
+};
 
 use aya::{
     Ebpf,
@@ -15,9 +20,11 @@ use aya::{
 };
 use datapath_abi::{
     names::{MAP_STEER_CONFIG, MAP_STEER_SOCKS},
-    steer::{MAX_WORKERS, SteerConfig, steer_slot},
+    steer::{MAX_WORKERS, STEER_F_DNS, SteerConfig, steer_slot},
 };
 use tracing::info;
+
+use crate::links::LinkCache;
 
 /// Steering could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +50,9 @@ pub struct Gateway {
     config: Array<MapData, SteerConfig>,
     _socks: SockMap<MapData>,
     workers: Vec<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    /// Intercepted DNS, when the forwarder runs.
+    pub dns: Option<Arc<dns::Intercept>>,
     /// The mark steered packets carry.
     pub tproxy_mark: u32,
     /// The mark of the daemon's own sockets.
@@ -57,8 +67,14 @@ impl std::fmt::Debug for Gateway {
 
 impl Gateway {
     /// Creates one worker per core (at most `MAX_WORKERS`), puts their transparent sockets into the sockmap and
-    /// tells the kernel to steer.
-    pub fn start(ebpf: &mut Ebpf, tproxy_mark: u32, daemon_mark: u32) -> Result<Self, GatewayError> {
+    /// tells the kernel to steer; with `dns`, LAN DNS is steered to the workers too and handed to the forwarder.
+    pub fn start(
+        ebpf: &mut Ebpf,
+        tproxy_mark: u32,
+        daemon_mark: u32,
+        dns: Option<Arc<dns::Intercept>>,
+        links: &LinkCache,
+    ) -> Result<Self, GatewayError> {
         let config = ebpf.take_map(MAP_STEER_CONFIG).ok_or(GatewayError::Map(MAP_STEER_CONFIG))?;
         let socks = ebpf.take_map(MAP_STEER_SOCKS).ok_or(GatewayError::Map(MAP_STEER_SOCKS))?;
         let mut config: Array<MapData, SteerConfig> =
@@ -66,6 +82,7 @@ impl Gateway {
         let mut socks: SockMap<MapData> =
             SockMap::try_from(socks).map_err(|source| GatewayError::Op { name: MAP_STEER_SOCKS, source })?;
         let count = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_WORKERS as usize) as u32;
+        let stop = Arc::new(AtomicBool::new(false));
         let mut workers = Vec::new();
         for w in 0..count {
             for ipv6 in [false, true] {
@@ -73,23 +90,44 @@ impl Gateway {
                 socks
                     .set(steer_slot(w, ipv6, false), &listener, 0)
                     .map_err(|source| GatewayError::Op { name: MAP_STEER_SOCKS, source })?;
+                let (intercept, reader) = (dns.clone(), links.reader());
                 workers.push(
                     std::thread::Builder::new()
                         .name(format!("dae-worker-{w}"))
-                        .spawn(move || worker::serve(listener, daemon_mark))?,
+                        .spawn(move || worker::serve(listener, daemon_mark, intercept, reader))?,
                 );
+                if let Some(intercept) = &dns {
+                    let socket = dns::udp_socket(ipv6)?;
+                    socks
+                        .set(steer_slot(w, ipv6, true), &socket, 0)
+                        .map_err(|source| GatewayError::Op { name: MAP_STEER_SOCKS, source })?;
+                    let (intercept, reader, stop) = (Arc::clone(intercept), links.reader(), Arc::clone(&stop));
+                    workers.push(
+                        std::thread::Builder::new()
+                            .name(format!("dae-dns-in-{w}"))
+                            .spawn(move || dns::serve_udp(socket, intercept, reader, stop))?,
+                    );
+                }
             }
         }
+        let flags = if dns.is_some() { STEER_F_DNS } else { 0 };
         config
-            .set(0, SteerConfig { workers: count, tproxy_mark, daemon_mark, _pad: 0 }, 0)
+            .set(0, SteerConfig { workers: count, tproxy_mark, daemon_mark, flags }, 0)
             .map_err(|source| GatewayError::Op { name: MAP_STEER_CONFIG, source })?;
-        info!(workers = count, tproxy_mark, daemon_mark, "steering proxied LAN flows to userspace");
-        Ok(Self { config, _socks: socks, workers, tproxy_mark, daemon_mark })
+        info!(
+            workers = count,
+            tproxy_mark,
+            daemon_mark,
+            dns = dns.is_some(),
+            "steering proxied LAN flows to userspace"
+        );
+        Ok(Self { config, _socks: socks, workers, stop, dns, tproxy_mark, daemon_mark })
     }
 
     /// Stops steering (the kernel lets proxied flows pass untouched again).
     pub fn stop(&mut self) {
         let _ = self.config.set(0, SteerConfig::default(), 0);
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.workers.clear();
     }
 }

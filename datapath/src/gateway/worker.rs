@@ -12,8 +12,13 @@ use std::{
     time::Duration,
 };
 
+use std::sync::Arc;
+
 use socket2::{Domain, Socket, Type};
 use tracing::{debug, warn};
+
+use super::dns::{DNS_PORT, Intercept, serve_tcp};
+use crate::links::LinkReader;
 
 /// How long an outbound dial may take (dae: 8 s).
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(8);
@@ -44,13 +49,24 @@ pub fn transparent_listener(ipv6: bool) -> io::Result<TcpListener> {
     Ok(socket.into())
 }
 
-/// Accepts steered connections forever, relaying each on its own threads.
-pub fn serve(listener: TcpListener, daemon_mark: u32) {
+/// Accepts steered connections forever, relaying each on its own threads; connections to port 53 go to the DNS
+/// forwarder when it runs.
+pub fn serve(listener: TcpListener, daemon_mark: u32, dns: Option<Arc<Intercept>>, links: LinkReader) {
+    let links = Arc::new(std::sync::Mutex::new(links));
     loop {
         match listener.accept() {
             Ok((client, peer)) => {
+                let (dns, links) = (dns.clone(), Arc::clone(&links));
                 std::thread::spawn(move || {
-                    if let Err(e) = relay(client, peer, daemon_mark) {
+                    let to_dns = client.local_addr().is_ok_and(|a| a.port() == DNS_PORT);
+                    let result = match dns {
+                        Some(intercept) if to_dns => {
+                            let mut reader = links.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                            serve_tcp(client, peer, &intercept, &mut reader)
+                        }
+                        _ => relay(client, peer, daemon_mark),
+                    };
+                    if let Err(e) = result {
                         debug!(%peer, error = %e, "relay ended");
                     }
                 });

@@ -113,7 +113,7 @@ struct BankEntries {
     lpm: Vec<([u8; LPM_DATA], u32)>,
     iface: Vec<IfaceKey>,
     mac: Vec<MacKey>,
-    domain: Vec<DomainKey>,
+    domain: std::collections::HashSet<[u8; 16]>,
     pname: Vec<PnameKey>,
 }
 
@@ -207,8 +207,8 @@ impl Router {
         for key in std::mem::take(&mut self.entries[b].mac) {
             let _ = self.maps.mac.remove(&key);
         }
-        for key in std::mem::take(&mut self.entries[b].domain) {
-            let _ = self.maps.domain.remove(&key);
+        for addr in std::mem::take(&mut self.entries[b].domain) {
+            let _ = self.maps.domain.remove(&DomainKey { bank: b as u32, addr });
         }
         for key in std::mem::take(&mut self.entries[b].pname) {
             let _ = self.maps.pname.remove(&key);
@@ -257,20 +257,42 @@ impl Router {
         let bits = domain_bits(&compiled.rules, &refs);
         let key = DomainKey { bank, addr };
         self.maps.domain.insert(key, bits, 0).map_err(op(MAP_ROUTE_DOMAIN))?;
-        self.entries[bank as usize].domain.push(key);
+        self.entries[bank as usize].domain.insert(addr);
         Ok(())
     }
 
     /// Associates destination `addr` (16 bytes, IPv4 mapped) with the names a DNS answer gave it, so `domain(...)`
-    /// rules route the connections that follow. Kept and republished into every later bank.
+    /// rules route the connections that follow. Kept and republished into every later bank. An empty `names`
+    /// removes the address (the DNS cache let go of it).
     pub fn set_domains(&mut self, addr: [u8; 16], names: Vec<String>) -> Result<(), PublishError> {
+        if names.is_empty() {
+            if self.domains.remove(&addr).is_some()
+                && let Some((bank, _)) = &self.active
+            {
+                let key = DomainKey { bank: *bank, addr };
+                let _ = self.maps.domain.remove(&key);
+                self.entries[*bank as usize].domain.remove(&addr);
+            }
+            return Ok(());
+        }
         if let Some((bank, compiled)) = self.active.take() {
-            let result = self.write_domain(bank, &compiled, addr, &names);
+            let key = DomainKey { bank, addr };
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            let bits = domain_bits(&compiled.rules, &refs);
+            let result = self.maps.domain.insert(key, bits, 0).map_err(op(MAP_ROUTE_DOMAIN));
+            if result.is_ok() {
+                self.entries[bank as usize].domain.insert(addr);
+            }
             self.active = Some((bank, compiled));
             result?;
         }
         self.domains.insert(addr, names);
         Ok(())
+    }
+
+    /// The addresses with names from DNS answers.
+    pub fn domain_count(&self) -> usize {
+        self.domains.len()
     }
 
     /// Which interface the kernel resolves for (direction, name) in the active bank (for tests and `dae stats`).

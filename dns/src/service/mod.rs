@@ -93,6 +93,9 @@ pub struct Options {
     pub extra_binds: Vec<config::dns::Bind>,
     /// PEM files of the certificate authorities DoT upstreams are verified against.
     pub tls_roots: Vec<std::path::PathBuf>,
+    /// SO_MARK on UDP, TCP and DoT upstream sockets (0: none), so the gateway never steers its own queries.
+    /// DoH and bootstrap sockets do not carry it yet.
+    pub mark: u32,
     /// Longest pause of interrupt moderation: under load (over 5,000 queries/s) a worker that woke for fewer
     /// than 8 datagrams pauses until about 8 more have queued, at most this long; zero turns it off. See
     /// docs/dns.md for the measured trade.
@@ -110,6 +113,7 @@ impl Default for Options {
             extra_binds: Vec::new(),
             coalesce: DEFAULT_COALESCE,
             tls_roots: vec![std::path::PathBuf::from(SYSTEM_ROOTS)],
+            mark: 0,
         }
     }
 }
@@ -366,6 +370,7 @@ impl Service {
                 uses_interface: dns.uses_interface,
                 coalesce: options.coalesce,
                 tls: tls.clone(),
+                mark: options.mark,
                 index,
                 doh: doh_commands.clone().zip(doh_inboxes.get_mut(index).and_then(Option::take)),
                 intercept: match &hooks.answers {

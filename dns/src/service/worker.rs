@@ -81,6 +81,7 @@ pub(crate) struct WorkerInit {
     pub uses_interface: bool,
     pub coalesce: Duration,
     pub tls: Arc<rustls::ClientConfig>,
+    pub mark: u32,
     pub index: usize,
     pub doh: Option<(tokio::sync::mpsc::Sender<doh::Command>, doh::Inbox)>,
     pub intercept: Option<(std::sync::mpsc::Receiver<Intercepted>, Arc<doh::EventFd>, AnswerSink)>,
@@ -138,6 +139,8 @@ struct Worker {
     control: Receiver<Control>,
     read_buf: Vec<u8>,
     tls: Arc<rustls::ClientConfig>,
+    /// SO_MARK of upstream sockets (0: none).
+    mark: u32,
     index: usize,
     doh: Option<(tokio::sync::mpsc::Sender<doh::Command>, doh::Inbox)>,
     /// Queries handed over by the datapath, the eventfd that announces them, where their answers go.
@@ -187,6 +190,7 @@ pub(crate) fn run(init: WorkerInit) -> io::Result<()> {
         control: init.control,
         read_buf: vec![0u8; 64 * 1024],
         tls: init.tls,
+        mark: init.mark,
         index: init.index,
         doh: init.doh,
         intercept: init.intercept,

@@ -176,6 +176,9 @@ impl Worker {
 
     pub(super) fn open_udp(&mut self, id: SocketId, remote: SocketAddr) -> io::Result<()> {
         let socket = Socket::new(Domain::for_address(remote), Type::DGRAM, Some(Protocol::UDP))?;
+        if self.mark != 0 {
+            socket.set_mark(self.mark)?;
+        }
         socket.set_nonblocking(true)?;
         socket.set_cloexec(true)?;
         sys::size_receive_buffer(socket.as_raw_fd(), SOCKET_BUFFER);
@@ -201,6 +204,9 @@ impl Worker {
             None => None,
         };
         let socket = Socket::new(Domain::for_address(remote), Type::STREAM, Some(Protocol::TCP))?;
+        if self.mark != 0 {
+            socket.set_mark(self.mark)?;
+        }
         socket.set_nonblocking(true)?;
         socket.set_cloexec(true)?;
         socket.set_tcp_nodelay(true)?;

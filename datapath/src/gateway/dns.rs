@@ -1,0 +1,294 @@
+//! DNS the datapath intercepts: a LAN client's UDP or TCP to port 53 that no `must_` rule sent direct reaches a
+//! worker's transparent socket (tc steers it like a proxied flow while [`STEER_F_DNS`] is set) and goes to the
+//! DNS forwarder with the interface it arrived on, so `interface(lan: ...)` DNS rules see what routing sees (dae
+//! loses the interface for UDP/53).
+//!
+//! - UDP: one socket per worker and family in the steering sockmap, drained in batches with IP_PKTINFO (the
+//!   header's destination is the server the client asked, the ifindex its LAN interface). Answers leave from a
+//!   transparent socket bound to that server's address and port 53, so the client sees the server it asked.
+//! - TCP: the worker's transparent listener accepts the connection; its ingress interface comes from the flow
+//!   tag. Queries are read length-prefixed and submitted; answers are framed back on the connection.
+//!
+//! Overload sheds with a defined answer: a query the forwarder's queue refuses is answered REFUSED here and
+//! counted (`refused`).
+//!
+//! [`STEER_F_DNS`]: datapath_abi::steer::STEER_F_DNS
+
+use std::{
+    collections::HashMap,
+    io::{self, Read, Write},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket},
+    os::fd::AsRawFd,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use config::dns::PacketDirection;
+use datapath_abi::FlowKey;
+use dns::{
+    ClientAddr, Handle, Intercepted,
+    service::{AnswerSink, sys},
+};
+use socket2::{Domain, Socket, Type};
+use tracing::{debug, warn};
+
+use crate::{flow_table::FlowTable, links::LinkReader};
+
+/// The port DNS is intercepted on (the kernel's `outbound::DNS` decision is made for it only).
+pub const DNS_PORT: u16 = 53;
+/// Reply sockets kept (one per server address clients ask); past this the cache starts over.
+const MAX_REPLY_SOCKETS: usize = 1024;
+/// Longest DNS message over TCP.
+const MAX_TCP_MESSAGE: usize = 65_535;
+/// A TCP DNS client idle this long is closed (RFC 7766 suggests seconds).
+const TCP_IDLE: Duration = Duration::from_secs(10);
+
+/// What the answer path needs: reply sockets and the TCP clients waiting for answers.
+#[derive(Debug, Default)]
+pub struct Replies {
+    udp: Mutex<HashMap<IpAddr, UdpSocket>>,
+    tcp: Mutex<HashMap<u64, TcpStream>>,
+    next_tcp: AtomicU64,
+    /// Answers that could not be delivered (socket gone, send failed).
+    pub undelivered: AtomicU64,
+}
+
+impl Replies {
+    /// The forwarder's answer sink: UDP answers from the server's address, TCP answers framed on their
+    /// connection.
+    pub fn sink(self: &Arc<Self>) -> AnswerSink {
+        let replies = Arc::clone(self);
+        Arc::new(move |client: ClientAddr, message: &[u8]| {
+            let delivered = match client.tcp {
+                Some(token) => replies.send_tcp(token, message),
+                None => replies.send_udp(&client, message),
+            };
+            if let Err(e) = delivered {
+                replies.undelivered.fetch_add(1, Ordering::Relaxed);
+                debug!(peer = %client.peer, error = %e, "DNS answer not delivered");
+            }
+        })
+    }
+
+    fn send_udp(&self, client: &ClientAddr, message: &[u8]) -> io::Result<()> {
+        let server = client.local.ok_or_else(|| io::Error::other("no original destination"))?;
+        let mut sockets = self.udp.lock().unwrap_or_else(|e| e.into_inner());
+        if !sockets.contains_key(&server) {
+            if sockets.len() >= MAX_REPLY_SOCKETS {
+                sockets.clear();
+            }
+            sockets.insert(server, reply_socket(server)?);
+        }
+        let socket = &sockets[&server];
+        let to = match (server, client.peer) {
+            (IpAddr::V6(_), SocketAddr::V4(v4)) => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
+            _ => client.peer,
+        };
+        socket.send_to(message, to).map(|_| ())
+    }
+
+    fn send_tcp(&self, token: u64, message: &[u8]) -> io::Result<()> {
+        let stream = {
+            let clients = self.tcp.lock().unwrap_or_else(|e| e.into_inner());
+            clients.get(&token).map(TcpStream::try_clone).ok_or_else(|| io::Error::other("connection gone"))??
+        };
+        let len = u16::try_from(message.len()).map_err(|_| io::Error::other("answer too long for TCP"))?;
+        let mut framed = Vec::with_capacity(message.len() + 2);
+        framed.extend_from_slice(&len.to_be_bytes());
+        framed.extend_from_slice(message);
+        (&stream).write_all(&framed)
+    }
+
+    fn register_tcp(&self, stream: &TcpStream) -> io::Result<u64> {
+        let token = self.next_tcp.fetch_add(1, Ordering::Relaxed);
+        self.tcp.lock().unwrap_or_else(|e| e.into_inner()).insert(token, stream.try_clone()?);
+        Ok(token)
+    }
+
+    fn forget_tcp(&self, token: u64) {
+        self.tcp.lock().unwrap_or_else(|e| e.into_inner()).remove(&token);
+    }
+}
+
+/// A transparent UDP socket bound to `server`:53 (an address the gateway does not own), to answer from it.
+fn reply_socket(server: IpAddr) -> io::Result<UdpSocket> {
+    let socket = Socket::new(if server.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 }, Type::DGRAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if server.is_ipv6() {
+        socket.set_only_v6(true)?;
+        sys::set_int_opt(socket.as_raw_fd(), libc::SOL_IPV6, libc::IPV6_TRANSPARENT, 1)?;
+    } else {
+        sys::set_int_opt(socket.as_raw_fd(), libc::SOL_IP, libc::IP_TRANSPARENT, 1)?;
+    }
+    socket.bind(&SocketAddr::new(server, DNS_PORT).into())?;
+    Ok(socket.into())
+}
+
+/// The DNS side of the workers: the forwarder, the flow table (TCP's interface) and the answer path.
+pub struct Intercept {
+    /// The running forwarder.
+    pub handle: Handle,
+    /// Reply sockets and TCP clients.
+    pub replies: Arc<Replies>,
+    /// The flow table and its hash seed.
+    pub flows: Arc<FlowTable>,
+    /// The seed the kernel hashes flow keys with.
+    pub seed: u64,
+    /// Queries answered REFUSED because the forwarder's queue was full.
+    pub refused: AtomicU64,
+    /// Queries submitted.
+    pub submitted: AtomicU64,
+}
+
+impl std::fmt::Debug for Intercept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Intercept").field("submitted", &self.submitted).finish_non_exhaustive()
+    }
+}
+
+impl Intercept {
+    fn submit(&self, query: Intercepted) {
+        match self.handle.submit(query) {
+            Ok(()) => {
+                self.submitted.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(query) => {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                if let Some(refused) = refused_answer(&query.message) {
+                    (self.replies.sink())(query.client, &refused);
+                }
+            }
+        }
+    }
+}
+
+/// The REFUSED answer to `query` (header and question echoed), or `None` for a message too short to answer.
+fn refused_answer(query: &[u8]) -> Option<Vec<u8>> {
+    if query.len() < 12 {
+        return None;
+    }
+    let mut answer = query.to_vec();
+    answer[2] = (answer[2] | 0x80) & !0x04; // QR, not AA
+    answer[3] = (answer[3] & 0xF0) | 0x80 | 5; // RA, RCODE REFUSED
+    answer[6..12].fill(0); // no answer, authority or additional records
+    // Keep the header and the question only: the question ends at the first zero label after the header + 4.
+    let mut at = 12;
+    while at < answer.len() && answer[at] != 0 {
+        at += usize::from(answer[at]) + 1;
+    }
+    answer.truncate((at + 5).min(answer.len()));
+    Some(answer)
+}
+
+/// A UDP socket for the steering sockmap: bound to an ephemeral port (`bpf_sk_assign` does not care), asking for
+/// each datagram's destination and ingress interface.
+pub fn udp_socket(ipv6: bool) -> io::Result<UdpSocket> {
+    let socket = Socket::new(if ipv6 { Domain::IPV6 } else { Domain::IPV4 }, Type::DGRAM, None)?;
+    let fd = socket.as_raw_fd();
+    if ipv6 {
+        socket.set_only_v6(true)?;
+        sys::set_int_opt(fd, libc::SOL_IPV6, libc::IPV6_TRANSPARENT, 1)?;
+    } else {
+        sys::set_int_opt(fd, libc::SOL_IP, libc::IP_TRANSPARENT, 1)?;
+    }
+    sys::enable_pktinfo(fd, ipv6)?;
+    sys::size_receive_buffer(fd, 4 << 20);
+    let any = if ipv6 { IpAddr::V6(Ipv6Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
+    socket.bind(&SocketAddr::new(any, 0).into())?;
+    Ok(socket.into())
+}
+
+/// Drains steered DNS datagrams from `socket` until `stop`, handing each to the forwarder.
+pub fn serve_udp(socket: UdpSocket, intercept: Arc<Intercept>, mut links: LinkReader, stop: Arc<AtomicBool>) {
+    let fd = socket.as_raw_fd();
+    let mut batch = sys::RecvBatch::new();
+    while !stop.load(Ordering::Relaxed) {
+        let mut poll = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd for the duration of the call.
+        if unsafe { libc::poll(&mut poll, 1, 200) } <= 0 {
+            continue;
+        }
+        let received = match batch.recv(fd) {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(error = %e, "receiving intercepted DNS");
+                continue;
+            }
+        };
+        for i in 0..received {
+            let got = batch.received[i];
+            let (Some(peer), Some(server)) = (got.from, got.info.dst) else { continue };
+            if got.len == 0 {
+                continue;
+            }
+            let client = ClientAddr { peer, local: Some(server), ifindex: got.info.ifindex, listener: 0, tcp: None };
+            intercept.submit(Intercepted {
+                message: batch.payload(i).to_vec(),
+                client,
+                direction: Some(PacketDirection::LanIn),
+                interface: links.name(got.info.ifindex).map(Box::from),
+                original_dst: Some(SocketAddr::new(server, DNS_PORT)),
+            });
+        }
+    }
+}
+
+/// Serves one steered TCP connection to port 53: every length-prefixed query goes to the forwarder; answers
+/// come back through [`Replies`] in any order (RFC 7766 pipelining).
+pub fn serve_tcp(client: TcpStream, peer: SocketAddr, intercept: &Intercept, links: &mut LinkReader) -> io::Result<()> {
+    let server = client.local_addr()?;
+    let key = FlowKey::new(peer.ip(), peer.port(), server.ip(), server.port(), libc::IPPROTO_TCP as u8);
+    let ifindex = intercept.flows.lookup(&key, intercept.seed).map_or(0, |tag| tag.ingress_ifindex);
+    let interface: Option<Box<str>> = links.name(ifindex).map(Box::from);
+    client.set_read_timeout(Some(TCP_IDLE))?;
+    client.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let token = intercept.replies.register_tcp(&client)?;
+    let result = (|| -> io::Result<()> {
+        let mut reader = &client;
+        let mut message = vec![0u8; MAX_TCP_MESSAGE];
+        loop {
+            let mut len = [0u8; 2];
+            match reader.read_exact(&mut len) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e),
+            }
+            let len = usize::from(u16::from_be_bytes(len));
+            reader.read_exact(&mut message[..len])?;
+            intercept.submit(Intercepted {
+                message: message[..len].to_vec(),
+                client: ClientAddr { peer, local: Some(server.ip()), ifindex, listener: 0, tcp: Some(token) },
+                direction: Some(PacketDirection::LanIn),
+                interface: interface.clone(),
+                original_dst: Some(server),
+            });
+        }
+    })();
+    // Answers still in flight for this connection are dropped with it (the client retries).
+    intercept.replies.forget_tcp(token);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_answer_keeps_the_question_and_sets_the_rcode() {
+        // ID 0x1234, RD, one question: example.org A IN, plus one additional (OPT) record.
+        let mut query = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1];
+        query.extend_from_slice(b"\x07example\x03org\x00\x00\x01\x00\x01");
+        query.extend_from_slice(&[0, 0, 41, 0x10, 0, 0, 0, 0, 0, 0, 0]);
+        let answer = refused_answer(&query).unwrap();
+        assert_eq!(&answer[..2], &[0x12, 0x34]);
+        assert_eq!(answer[2] & 0x80, 0x80, "QR");
+        assert_eq!(answer[3] & 0x0F, 5, "REFUSED");
+        assert_eq!(&answer[4..12], &[0, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(answer.len(), 12 + 13 + 4, "header and question only");
+        assert!(refused_answer(&[0; 5]).is_none());
+    }
+}
