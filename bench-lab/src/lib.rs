@@ -9,6 +9,7 @@
 //!
 //! - [`traffic`]: UDP and TCP echo servers and clients that run inside a namespace (real sockets).
 //! - [`tun`]: a tun device inside a namespace, for links without an Ethernet header.
+//! - [`proxies`]: microsocks (SOCKS5) and tinyproxy (HTTP CONNECT) inside a namespace.
 //! - [`packet`]: crafted frames for BPF_PROG_TEST_RUN.
 //!
 //! Every name this crate creates starts with `daers` and carries the creating process id, so
@@ -19,6 +20,7 @@ pub mod daemon;
 pub mod dns;
 pub mod netns;
 pub mod packet;
+pub mod proxies;
 pub mod topology;
 pub mod traffic;
 pub mod tun;

@@ -89,8 +89,18 @@ pub async fn run(validated: Validated, opts: RunOptions) -> anyhow::Result<()> {
     let router = Arc::new(Mutex::new(Router::new(RouteMaps::take(&mut loaded.ebpf)?)));
     let daemon_mark = validated.config.global.so_mark_from_dae.filter(|m| *m != 0).unwrap_or(DEFAULT_DAEMON_MARK);
     let cache = LinkCache::new();
+    let outbounds = relay::outbound::Outbounds::from_config(&validated.config)
+        .map_err(|errors| anyhow::anyhow!("{}", render_errors(&validated.config, &errors)))?
+        .with_mark(daemon_mark);
+    let relay_cx = Arc::new(gateway::worker::RelayContext {
+        outbounds: Arc::new(outbounds),
+        flows: Arc::clone(&maps.flows),
+        seed: loaded.flow_hash_seed,
+        daemon_mark,
+        counters: Default::default(),
+    });
     let intercept = start_dns(&validated, &router, &maps, loaded.flow_hash_seed, daemon_mark)?;
-    let gateway = Gateway::start(&mut loaded.ebpf, DEFAULT_TPROXY_MARK, daemon_mark, intercept, &cache)?;
+    let gateway = Gateway::start(&mut loaded.ebpf, DEFAULT_TPROXY_MARK, daemon_mark, relay_cx, intercept, &cache)?;
     let mut attacher = Attacher::new(loaded, opts.tc, opts.xdp);
     match attacher.attach_cgroup() {
         Ok(root) => info!(cgroup = %root.display(), "socket-creation hook attached (pname routing)"),
@@ -170,6 +180,11 @@ pub async fn run(validated: Validated, opts: RunOptions) -> anyhow::Result<()> {
     StatusFile::new(instance.name()).remove();
     drop(instance);
     outcome.map(|_| ())
+}
+
+/// Every error of a later stage (outbounds), rendered with file:line:column and a caret like the loader's.
+pub fn render_errors(config: &config::Config, errors: &[config::ConfigError]) -> String {
+    errors.iter().map(|error| error.render(&config.sources)).collect::<Vec<_>>().join("\n\n")
 }
 
 /// Starts the DNS forwarder with the configuration's `dns` section (dae's defaults without one: every query to

@@ -126,6 +126,10 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             rt.block_on(daemon::run(validated, opts))
         }
         Command::Validate { config } => match config::validate(&config) {
+            Ok(validated) if let Err(errors) = relay::outbound::Outbounds::from_config(&validated.config) => {
+                println!("{}", daemon::render_errors(&validated.config, &errors));
+                std::process::exit(1);
+            }
             Ok(validated) => {
                 for warning in &validated.warnings {
                     println!("{warning}");

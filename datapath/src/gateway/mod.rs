@@ -22,7 +22,7 @@ use datapath_abi::{
     names::{MAP_STEER_CONFIG, MAP_STEER_SOCKS},
     steer::{MAX_WORKERS, STEER_F_DNS, SteerConfig, steer_slot},
 };
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::links::LinkCache;
 
@@ -53,6 +53,9 @@ pub struct Gateway {
     stop: Arc<AtomicBool>,
     /// Intercepted DNS, when the forwarder runs.
     pub dns: Option<Arc<dns::Intercept>>,
+    /// Outbounds and relay counters.
+    pub relay: Arc<worker::RelayContext>,
+    _checker: relay::outbound::Checker,
     /// The mark steered packets carry.
     pub tproxy_mark: u32,
     /// The mark of the daemon's own sockets.
@@ -72,9 +75,11 @@ impl Gateway {
         ebpf: &mut Ebpf,
         tproxy_mark: u32,
         daemon_mark: u32,
+        relay: Arc<worker::RelayContext>,
         dns: Option<Arc<dns::Intercept>>,
         links: &LinkCache,
     ) -> Result<Self, GatewayError> {
+        let checker = relay.outbounds.spawn_checker()?;
         let config = ebpf.take_map(MAP_STEER_CONFIG).ok_or(GatewayError::Map(MAP_STEER_CONFIG))?;
         let socks = ebpf.take_map(MAP_STEER_SOCKS).ok_or(GatewayError::Map(MAP_STEER_SOCKS))?;
         let mut config: Array<MapData, SteerConfig> =
@@ -90,11 +95,11 @@ impl Gateway {
                 socks
                     .set(steer_slot(w, ipv6, false), &listener, 0)
                     .map_err(|source| GatewayError::Op { name: MAP_STEER_SOCKS, source })?;
-                let (intercept, reader) = (dns.clone(), links.reader());
+                let (intercept, reader, relay) = (dns.clone(), links.reader(), Arc::clone(&relay));
                 workers.push(
                     std::thread::Builder::new()
                         .name(format!("dae-worker-{w}"))
-                        .spawn(move || worker::serve(listener, daemon_mark, intercept, reader))?,
+                        .spawn(move || worker::serve(listener, relay, intercept, reader))?,
                 );
                 if let Some(intercept) = &dns {
                     let socket = dns::udp_socket(ipv6)?;
@@ -121,7 +126,10 @@ impl Gateway {
             dns = dns.is_some(),
             "steering proxied LAN flows to userspace"
         );
-        Ok(Self { config, _socks: socks, workers, stop, dns, tproxy_mark, daemon_mark })
+        for group in relay.outbounds.groups().iter().filter(|group| group.nodes.is_empty()) {
+            warn!(group = %group.name, "group has no node: connections routed to it are refused");
+        }
+        Ok(Self { config, _socks: socks, workers, stop, dns, relay, _checker: checker, tproxy_mark, daemon_mark })
     }
 
     /// Stops steering (the kernel lets proxied flows pass untouched again).

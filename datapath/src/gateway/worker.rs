@@ -1,24 +1,29 @@
-//! Workers: transparent sockets in the steering sockmap, accepting proxied TCP connections and relaying them to
-//! the original destination (the accepted socket's local address) from a socket carrying the daemon's mark.
+//! Workers: transparent sockets in the steering sockmap, accepting proxied TCP connections and relaying them
+//! through the node their flow's group picks (SOCKS5, HTTP CONNECT, or direct from the gateway), with the
+//! original destination (the accepted socket's local address) as the target.
 //!
 //! A stepping stone, not the design's end state: each worker is a thread that accepts, and each connection is
 //! relayed by two threads with `std::io::copy` (which splices socket to socket on Linux). Per-core io_uring
-//! workers, UDP sessions and proxy outbounds replace it (issue 4).
+//! workers and UDP sessions replace it (issue 4).
 
 use std::{
     io,
     net::{Shutdown, SocketAddr, TcpListener, TcpStream},
     os::fd::AsRawFd,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
-use std::sync::Arc;
-
+use datapath_abi::{FlowKey, flow::flow_hash, route::outbound};
+use relay::outbound::{Node, Outbounds};
 use socket2::{Domain, Socket, Type};
 use tracing::{debug, warn};
 
 use super::dns::{DNS_PORT, Intercept, serve_tcp};
-use crate::links::LinkReader;
+use crate::{flow_table::FlowTable, links::LinkReader};
 
 /// How long an outbound dial may take (dae: 8 s).
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(8);
@@ -49,14 +54,42 @@ pub fn transparent_listener(ipv6: bool) -> io::Result<TcpListener> {
     Ok(socket.into())
 }
 
+/// What relaying needs: the nodes and groups, the flow table (which group a flow was routed to) and counters.
+#[derive(Debug)]
+pub struct RelayContext {
+    /// Nodes, groups and their health.
+    pub outbounds: Arc<Outbounds>,
+    /// The flow table, shared with the kernel.
+    pub flows: Arc<FlowTable>,
+    /// The seed the kernel hashes flow keys with.
+    pub seed: u64,
+    /// The mark of the daemon's own sockets (direct dials).
+    pub daemon_mark: u32,
+    /// Counters.
+    pub counters: RelayCounters,
+}
+
+/// What the relay counts (`dae stats`).
+#[derive(Debug, Default)]
+pub struct RelayCounters {
+    /// Connections relayed (dial succeeded).
+    pub relayed: AtomicU64,
+    /// Connections refused because their group had no alive node.
+    pub no_alive_node: AtomicU64,
+    /// Dials (direct or through a node) that failed.
+    pub dial_failed: AtomicU64,
+    /// Steered connections without a flow tag (relayed direct).
+    pub untagged: AtomicU64,
+}
+
 /// Accepts steered connections forever, relaying each on its own threads; connections to port 53 go to the DNS
 /// forwarder when it runs.
-pub fn serve(listener: TcpListener, daemon_mark: u32, dns: Option<Arc<Intercept>>, links: LinkReader) {
+pub fn serve(listener: TcpListener, relay_cx: Arc<RelayContext>, dns: Option<Arc<Intercept>>, links: LinkReader) {
     let links = Arc::new(std::sync::Mutex::new(links));
     loop {
         match listener.accept() {
             Ok((client, peer)) => {
-                let (dns, links) = (dns.clone(), Arc::clone(&links));
+                let (dns, links, relay_cx) = (dns.clone(), Arc::clone(&links), Arc::clone(&relay_cx));
                 std::thread::spawn(move || {
                     let to_dns = client.local_addr().is_ok_and(|a| a.port() == DNS_PORT);
                     let result = match dns {
@@ -64,7 +97,7 @@ pub fn serve(listener: TcpListener, daemon_mark: u32, dns: Option<Arc<Intercept>
                             let mut reader = links.lock().unwrap_or_else(|e| e.into_inner()).clone();
                             serve_tcp(client, peer, &intercept, &mut reader)
                         }
-                        _ => relay(client, peer, daemon_mark),
+                        _ => relay(client, peer, &relay_cx),
                     };
                     if let Err(e) = result {
                         debug!(%peer, error = %e, "relay ended");
@@ -79,14 +112,52 @@ pub fn serve(listener: TcpListener, daemon_mark: u32, dns: Option<Arc<Intercept>
     }
 }
 
-fn relay(client: TcpStream, peer: SocketAddr, daemon_mark: u32) -> io::Result<()> {
+/// Refuses a client: an RST rather than a FIN, so it does not wait for data that will never come.
+fn refuse(client: &TcpStream) {
+    if let Ok(dup) = client.try_clone() {
+        let _ = Socket::from(dup).set_linger(Some(Duration::ZERO));
+    }
+}
+
+fn relay(client: TcpStream, peer: SocketAddr, cx: &RelayContext) -> io::Result<()> {
     // A transparent accept keeps the client's original destination as the local address.
     let target = client.local_addr()?;
-    let socket = Socket::new(if target.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 }, Type::STREAM, None)?;
-    set_int(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_MARK, daemon_mark as i32)?;
-    socket.connect_timeout(&target.into(), DIAL_TIMEOUT)?;
-    let upstream: TcpStream = socket.into();
-    debug!(%peer, %target, "relaying");
+    let key = FlowKey::new(peer.ip(), peer.port(), target.ip(), target.port(), libc::IPPROTO_TCP as u8);
+    let group = match cx.flows.lookup(&key, cx.seed) {
+        Some(tag) if (outbound::GROUP_BASE..=outbound::GROUP_MAX).contains(&tag.outbound) => {
+            cx.outbounds.groups().get(usize::from(tag.outbound - outbound::GROUP_BASE))
+        }
+        _ => {
+            cx.counters.untagged.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    };
+    let dialed = match group {
+        Some(group) => match group.pick(cx.outbounds.health(), u64::from(flow_hash(&key, cx.seed))) {
+            Ok(node) => {
+                debug!(%peer, %target, group = %group.name, node = cx.outbounds.node_name(node), "relaying");
+                cx.outbounds.dial(node, target, DIAL_TIMEOUT)
+            }
+            Err(e) => {
+                cx.counters.no_alive_node.fetch_add(1, Ordering::Relaxed);
+                warn!(%peer, %target, group = %group.name, "{e}: connection refused");
+                refuse(&client);
+                return Ok(());
+            }
+        },
+        // No tag (evicted, or steered before a reload): the gateway's own connection, as `direct` would.
+        None => relay::outbound::dial(&Node::Direct, target, cx.daemon_mark, DIAL_TIMEOUT),
+    };
+    let upstream = match dialed {
+        Ok(upstream) => upstream,
+        Err(e) => {
+            cx.counters.dial_failed.fetch_add(1, Ordering::Relaxed);
+            debug!(%peer, %target, error = %e, "dial failed");
+            refuse(&client);
+            return Err(e);
+        }
+    };
+    cx.counters.relayed.fetch_add(1, Ordering::Relaxed);
     let (mut c_read, mut u_write) = (client.try_clone()?, upstream.try_clone()?);
     let up = std::thread::spawn(move || {
         let n = io::copy(&mut c_read, &mut u_write);
