@@ -60,14 +60,27 @@ impl Daemon {
         instance: &str,
         extra_args: &[&str],
     ) -> io::Result<Self> {
+        Self::launch(bin, ns, Some(config), instance, extra_args)
+    }
+
+    /// Starts `bin run` without `-c` (the embedded default configuration) inside `ns`.
+    pub fn start_default(bin: &Path, ns: &Netns, extra_args: &[&str]) -> io::Result<Self> {
+        Self::launch(bin, ns, None, &new_instance_name(), extra_args)
+    }
+
+    fn launch(bin: &Path, ns: &Netns, config: Option<&str>, instance: &str, extra_args: &[&str]) -> io::Result<Self> {
         let instance = instance.to_string();
         let dir = std::env::temp_dir().join(format!("{instance}-{}", unique_id()));
         fs::DirBuilder::new().mode(0o700).recursive(true).create(&dir)?;
         let config_path = dir.join("config.dae");
-        fs::write(&config_path, config)?;
-        fs::set_permissions(&config_path, fs::Permissions::from_mode(0o600))?;
         let mut cmd = ns.command(&bin.display().to_string());
-        cmd.arg("run").arg("-c").arg(&config_path).args(["--instance", &instance]).args(extra_args);
+        cmd.arg("run");
+        if let Some(config) = config {
+            fs::write(&config_path, config)?;
+            fs::set_permissions(&config_path, fs::Permissions::from_mode(0o600))?;
+            cmd.arg("-c").arg(&config_path);
+        }
+        cmd.args(["--instance", &instance]).args(extra_args);
         cmd.stdout(Stdio::null()).stderr(Stdio::piped()).env("RUST_LOG", "info,datapath=debug");
         let mut child = ns.spawn(&mut cmd)?;
         let stderr = child.child().stderr.take().ok_or_else(|| io::Error::other("no stderr"))?;

@@ -130,3 +130,53 @@ pub fn ping(ns: &Netns, to: std::net::IpAddr) -> io::Result<bool> {
     let out = ns.output("ping", &["-c", "1", "-W", "2", &to.to_string()])?;
     Ok(out.status.success())
 }
+
+/// An `iperf3 -s` inside a namespace; killed on drop.
+#[derive(Debug)]
+pub struct Iperf3Server {
+    _child: crate::netns::ChildGuard,
+}
+
+/// Starts `iperf3 -s -p port` inside `ns` and waits (bounded) until it listens.
+pub fn iperf3_server(ns: &Netns, port: u16) -> io::Result<Iperf3Server> {
+    let mut cmd = ns.command("iperf3");
+    cmd.args(["-s", "-p", &port.to_string()]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let child = ns.spawn(&mut cmd)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = ns.output("ss", &["-ltnH", &format!("sport = :{port}")])?;
+        if !out.stdout.is_empty() {
+            return Ok(Iperf3Server { _child: child });
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(io::Error::other(format!("iperf3 did not listen on {port}")));
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// What an iperf3 run measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Goodput {
+    /// Bits per second the receiver got.
+    pub bits_per_second: f64,
+    /// Bytes the receiver got.
+    pub bytes: u64,
+}
+
+/// `iperf3 -c to -p port -t seconds -J` (plus `extra` arguments) from `ns`: the receiver's goodput.
+pub fn iperf3_client(ns: &Netns, to: std::net::IpAddr, port: u16, seconds: u32, extra: &[&str]) -> io::Result<Goodput> {
+    let (to, port, seconds) = (to.to_string(), port.to_string(), seconds.to_string());
+    let mut args = vec!["-c", to.as_str(), "-p", port.as_str(), "-t", seconds.as_str(), "-J"];
+    args.extend_from_slice(extra);
+    let out = ns.output("iperf3", &args)?;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(io::Error::other)?;
+    if let Some(error) = report["error"].as_str() {
+        return Err(io::Error::other(format!("iperf3: {error}")));
+    }
+    let received = &report["end"]["sum_received"];
+    match (received["bits_per_second"].as_f64(), received["bytes"].as_u64()) {
+        (Some(bits_per_second), Some(bytes)) => Ok(Goodput { bits_per_second, bytes }),
+        _ => Err(io::Error::other("iperf3 printed no sum_received")),
+    }
+}

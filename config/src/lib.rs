@@ -50,7 +50,7 @@ pub use error::{ConfigError, ConfigErrors, ErrorKind, MAX_REPORTED_ERRORS, Note,
 pub use global::{DialMode, Global, KeySupport, LogLevel, NumberRange, TlsImplementation, global_keys};
 pub use interface::{InterfaceError, InterfacePattern, MAX_IFNAME_LEN, WanInterface};
 pub use sections::{DnsSection, DnsUpstream, Filter, Group, NamedLink, RoutingSection};
-pub use validate::{Validated, validate, validate_with};
+pub use validate::{Validated, validate, validate_str, validate_with};
 
 /// Reads the configuration at `path` and every file it includes, then parses and type-checks it.
 ///

@@ -27,9 +27,19 @@ pub fn validate(path: &Path) -> Result<Validated, ConfigErrors> {
     validate_with(path, &Assets::default_for(Some(folder)))
 }
 
+/// [`validate`] for a configuration held in memory (`file_name` names it in errors); assets from the default
+/// folders.
+pub fn validate_str(file_name: &str, text: &str) -> Result<Validated, ConfigErrors> {
+    let loaded = crate::load_str(file_name, text)?;
+    lowered(loaded, &Assets::default_for(None))
+}
+
 /// [`validate`] with asset files looked up in `assets`.
 pub fn validate_with(path: &Path, assets: &Assets) -> Result<Validated, ConfigErrors> {
-    let loaded = crate::load(path)?;
+    lowered(crate::load(path)?, assets)
+}
+
+fn lowered(loaded: crate::Loaded, assets: &Assets) -> Result<Validated, ConfigErrors> {
     // Both sections lower even when the other fails, so one round reports every error.
     let (routing, dns) = (lower(&loaded.config, assets), crate::dns::lower(&loaded.config, assets));
     match (routing, dns) {

@@ -35,6 +35,11 @@ use crate::{
     state::{Instance, StatusFile},
 };
 
+/// The embedded default configuration: what `dae run` without `-c` runs.
+pub const DEFAULT_CONFIG: &str = include_str!("default.dae");
+/// The name errors and logs give it.
+pub const DEFAULT_CONFIG_NAME: &str = "<embedded default config>";
+
 /// How often the full link table is re-read to catch events the kernel dropped.
 pub const RECONCILE_EVERY: Duration = Duration::from_secs(10);
 /// How often the janitor walks the flow table.
@@ -43,8 +48,8 @@ pub const JANITOR_EVERY: Duration = Duration::from_secs(5);
 /// Everything `dae run` needs besides the config.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// The configuration file, re-read on reload (SIGHUP, `dae reload`).
-    pub config_path: PathBuf,
+    /// The configuration file, re-read on reload (SIGHUP, `dae reload`); `None`: the embedded default.
+    pub config_path: Option<PathBuf>,
     /// Instance name (lock and pin directory).
     pub instance: String,
     /// bpffs mount to pin under.
@@ -70,7 +75,9 @@ struct Control {
     gate: Admission,
     /// Shared with the DNS forwarder's domain publisher.
     router: Arc<Mutex<Router>>,
-    config_path: PathBuf,
+    config_path: Option<PathBuf>,
+    /// Groups in kernel order: a reload that changes them needs a restart (the workers hold their nodes).
+    groups: Vec<String>,
     /// Rule-set generations published so far.
     generation: u64,
     status: StatusFile,
@@ -129,6 +136,7 @@ pub async fn run(validated: Validated, opts: RunOptions) -> anyhow::Result<()> {
         gate: Admission::default(),
         router,
         config_path: opts.config_path.clone(),
+        groups: group_names(&validated),
         generation: 0,
         status: StatusFile::new(instance.name()),
         gateway,
@@ -180,6 +188,11 @@ pub async fn run(validated: Validated, opts: RunOptions) -> anyhow::Result<()> {
     StatusFile::new(instance.name()).remove();
     drop(instance);
     outcome.map(|_| ())
+}
+
+/// The groups of a configuration, in the order the kernel numbers them.
+fn group_names(validated: &Validated) -> Vec<String> {
+    validated.config.group.iter().map(|group| group.name.name.clone()).collect()
 }
 
 /// Every error of a later stage (outbounds), rendered with file:line:column and a caret like the loader's.
@@ -255,8 +268,16 @@ impl Control {
     /// SIGHUP: re-read the configuration; a new generation replaces the running one only if everything about it
     /// checks out, and flows in flight keep the decision they were made with.
     async fn reload(&mut self) {
-        let path = self.config_path.clone();
-        let result = match config::validate(&path) {
+        let loaded = match &self.config_path {
+            Some(path) => config::validate(path),
+            None => config::validate_str(DEFAULT_CONFIG_NAME, DEFAULT_CONFIG),
+        };
+        let result = match loaded {
+            Ok(validated) if group_names(&validated) != self.groups => Err(anyhow::anyhow!(
+                "the groups changed ({:?} -> {:?}): restart dae to apply a new group section",
+                self.groups,
+                group_names(&validated)
+            )),
             Ok(validated) => compile_config(&validated).map(|compiled| (validated, compiled)),
             Err(errors) => Err(anyhow::anyhow!("{errors}")),
         };

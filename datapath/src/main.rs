@@ -29,9 +29,10 @@ struct Cli {
 enum Command {
     /// Load the datapath, attach to the configured interfaces and serve until SIGINT/SIGTERM.
     Run {
-        /// The configuration file (dae's `.dae` language).
+        /// The configuration file (dae's `.dae` language); without it, the embedded default configuration
+        /// (`dae default-config` prints it).
         #[arg(short = 'c', long = "config")]
-        config: PathBuf,
+        config: Option<PathBuf>,
         #[command(flatten)]
         instance: InstanceArgs,
         /// How tc programs are attached.
@@ -50,6 +51,8 @@ enum Command {
         #[arg(short = 'c', long = "config")]
         config: PathBuf,
     },
+    /// Print the embedded default configuration (what `dae run` without `-c` uses).
+    DefaultConfig,
     /// Make a running daemon re-read its configuration (as SIGHUP does) and report whether the new rules took.
     Reload {
         #[command(flatten)]
@@ -111,7 +114,16 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run { config, instance, tc_attach, xdp_mode, flow_table_size } => {
             daemon::require_privileges()?;
-            let validated = config::validate(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let validated = match &config {
+                Some(path) => config::validate(path),
+                None => {
+                    tracing::info!(
+                        "no -c given: running the embedded default configuration (`dae default-config` prints it)"
+                    );
+                    config::validate_str(daemon::DEFAULT_CONFIG_NAME, daemon::DEFAULT_CONFIG)
+                }
+            }
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
             for warning in &validated.warnings {
                 tracing::warn!("{warning}");
             }
@@ -142,6 +154,10 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         },
+        Command::DefaultConfig => {
+            print!("{}", daemon::DEFAULT_CONFIG);
+            Ok(())
+        }
         Command::Reload { instance } => reload(&instance),
         Command::Sniff { pcap } => {
             let flows = relay::sniff::pcap::report(&pcap)?;

@@ -1,8 +1,10 @@
 //! `lab`: reproducible scenarios on network namespaces this process creates and removes.
 //!
-//! `lab demo --dae PATH`: client -> gateway -> server, `dae run` on the gateway, real UDP/TCP/ICMP traffic over
-//! IPv4 and IPv6 from the client and from the gateway itself, then the flow tags `dae flows` reports and a
-//! pass/fail table. Everything is torn down on exit, also on failure.
+//! `lab demo --dae PATH`: client -> gateway -> server, `dae run` on the gateway with its embedded default
+//! configuration; iperf3 TCP through a real SOCKS5 proxy (microsocks in the server namespace) and direct, UDP,
+//! TCP and ICMP over IPv4 and IPv6 from the client and from the gateway itself, DNS through dae's forwarder; then
+//! the flow tags `dae flows` reports and a pass/fail table with the throughput. Everything is torn down on exit,
+//! also on failure.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -12,9 +14,10 @@ use std::{
 
 use bench_lab::{
     daemon::Daemon,
-    is_root, netns,
+    dns::{Nsd, have, short},
+    is_root, netns, proxies,
     topology::Topology,
-    traffic::{ping, tcp_echo, tcp_roundtrip, udp_echo, udp_roundtrip},
+    traffic::{Goodput, iperf3_client, iperf3_server, ping, tcp_echo, tcp_roundtrip, udp_echo, udp_roundtrip},
 };
 
 fn main() -> ExitCode {
@@ -49,22 +52,42 @@ struct Check {
     detail: String,
 }
 
+/// The proxy the embedded default configuration names (`lab_socks`): microsocks on the server.
+const SOCKS_PORT: u16 = 1080;
+/// Ports the default configuration proxies (TCP) and leaves direct.
+const PROXIED_PORT: u16 = 5201;
+const DIRECT_PORT: u16 = 5202;
+const ECHO_PORT: u16 = 5203;
+const IPERF_SECONDS: u32 = 3;
+
 fn demo(dae: PathBuf) -> std::io::Result<bool> {
     let topo = Topology::client_gateway_server()?;
     let lan = topo.lan();
-    let config = format!("global {{\n  lan_interface: {}\n  wan_interface: {}\n}}\n", lan.gateway_if, topo.wan_if);
+    let (server_v4, server_v6) = (IpAddr::from(topo.server_v4), IpAddr::from(topo.server_v6));
+    // `wan_interface: auto` follows the default routes: the gateway's lead to the server.
+    topo.gateway.ip(&["route", "add", "default", "via", &server_v4.to_string()])?;
+    topo.gateway.ip(&["-6", "route", "add", "default", "via", &server_v6.to_string()])?;
     println!(
-        "lab: client {} / {} -> gateway -> server {} / {}",
-        lan.client_v4, lan.client_v6, topo.server_v4, topo.server_v6
+        "lab: client {} / {} -> gateway ({} / {}) -> server {} / {}",
+        lan.client_v4, lan.client_v6, lan.gateway_if, topo.wan_if, server_v4, server_v6
     );
-    println!("lab: dae run with\n{config}");
-    let servers = [
-        udp_echo(&topo.server, SocketAddr::new(topo.server_v4.into(), 5201))?,
-        udp_echo(&topo.server, SocketAddr::new(topo.server_v6.into(), 5201))?,
-        tcp_echo(&topo.server, SocketAddr::new(topo.server_v4.into(), 5202))?,
-        tcp_echo(&topo.server, SocketAddr::new(topo.server_v6.into(), 5202))?,
+    let _socks = proxies::microsocks(&topo.server, server_v4, SOCKS_PORT)?;
+    let _iperf = [iperf3_server(&topo.server, PROXIED_PORT)?, iperf3_server(&topo.server, DIRECT_PORT)?];
+    let _echo = [
+        udp_echo(&topo.server, SocketAddr::new(server_v4, ECHO_PORT))?,
+        udp_echo(&topo.server, SocketAddr::new(server_v6, ECHO_PORT))?,
+        tcp_echo(&topo.server, SocketAddr::new(server_v4, ECHO_PORT))?,
+        tcp_echo(&topo.server, SocketAddr::new(server_v6, ECHO_PORT))?,
     ];
-    let mut daemon = Daemon::start(&dae, &topo.gateway, &config, &[])?;
+    let _nsd = have("nsd").then(|| {
+        let zone = "$ORIGIN lab.test.\n$TTL 300\n@ IN SOA ns admin 1 3600 600 86400 60\n@ IN NS ns\n\
+                    ns IN A 10.77.200.2\nwww IN A 10.77.200.2\n";
+        Nsd::start(&topo.server, &server_v4.to_string(), 53, "lab.test", zone, "www.lab.test")
+    });
+    println!("lab: dae run (no -c: the embedded default configuration, `dae default-config` prints it)");
+    let mut daemon = Daemon::start_default(&dae, &topo.gateway, &[])?;
+    let steered = |daemon: &Daemon| daemon.stats().ok().and_then(|s| s["steered"].as_u64()).unwrap_or(0);
+
     let mut checks = Vec::new();
     let mut check = |what: String, result: std::io::Result<String>| {
         let (passed, detail) = match result {
@@ -73,20 +96,42 @@ fn demo(dae: PathBuf) -> std::io::Result<bool> {
         };
         checks.push(Check { what, passed, detail });
     };
+    let gbps =
+        |g: Goodput| format!("{:.2} Gbit/s ({} MB in {IPERF_SECONDS} s)", g.bits_per_second / 1e9, g.bytes >> 20);
+    for (family, server, extra) in [("IPv4", server_v4, "-4"), ("IPv6", server_v6, "-6")] {
+        let before = steered(&daemon);
+        let proxied = iperf3_client(&lan.client, server, PROXIED_PORT, IPERF_SECONDS, &[extra]);
+        let via_proxy = steered(&daemon) > before;
+        check(
+            format!("client TCP {family} via SOCKS5 (iperf3 :{PROXIED_PORT})"),
+            proxied.and_then(|g| {
+                if via_proxy { Ok(gbps(g)) } else { Err(std::io::Error::other("passed, but was not steered")) }
+            }),
+        );
+        let before = steered(&daemon);
+        let direct = iperf3_client(&lan.client, server, DIRECT_PORT, IPERF_SECONDS, &[extra]);
+        let untouched = steered(&daemon) == before;
+        check(
+            format!("client TCP {family} direct (iperf3 :{DIRECT_PORT})"),
+            direct.and_then(|g| {
+                if untouched { Ok(gbps(g)) } else { Err(std::io::Error::other("passed, but went to userspace")) }
+            }),
+        );
+    }
     for (ns_name, ns, from4, from6) in [
         ("client", &lan.client, IpAddr::from(lan.client_v4), IpAddr::from(lan.client_v6)),
         ("gateway", &topo.gateway, IpAddr::from(topo.gateway_wan_v4), IpAddr::from(topo.gateway_wan_v6)),
     ] {
-        for (from, to) in [(from4, IpAddr::from(topo.server_v4)), (from6, IpAddr::from(topo.server_v6))] {
+        for (from, to) in [(from4, server_v4), (from6, server_v6)] {
             let family = if to.is_ipv4() { "IPv4" } else { "IPv6" };
             check(
-                format!("{ns_name} UDP {family}"),
-                udp_roundtrip(ns, SocketAddr::new(from, 0), SocketAddr::new(to, 5201), b"dae-rs lab")
+                format!("{ns_name} UDP {family} direct"),
+                udp_roundtrip(ns, SocketAddr::new(from, 0), SocketAddr::new(to, ECHO_PORT), b"dae-rs lab")
                     .map(|r| format!("{} bytes echoed", r.len())),
             );
             check(
-                format!("{ns_name} TCP {family}"),
-                tcp_roundtrip(ns, SocketAddr::new(to, 5202), b"dae-rs lab over tcp")
+                format!("{ns_name} TCP {family} direct"),
+                tcp_roundtrip(ns, SocketAddr::new(to, ECHO_PORT), b"dae-rs lab over tcp")
                     .map(|(l, r)| format!("{} bytes echoed to {l}", r.len())),
             );
             check(
@@ -96,16 +141,28 @@ fn demo(dae: PathBuf) -> std::io::Result<bool> {
             );
         }
     }
+    if _nsd.is_some() {
+        let before = steered(&daemon);
+        let answer = short(&lan.client, &server_v4.to_string(), 53, "www.lab.test", &[]);
+        let intercepted = steered(&daemon) > before;
+        check(
+            "client DNS via the forwarder".into(),
+            match (answer.first(), intercepted) {
+                (Some(ip), true) => Ok(format!("www.lab.test A {ip}, answered by dae's forwarder (asis)")),
+                (Some(_), false) => Err(std::io::Error::other("answered, but not intercepted")),
+                (None, _) => Err(std::io::Error::other("no answer")),
+            },
+        );
+    }
     println!("\n{}", daemon.flows_table()?);
     let stats = daemon.stats()?;
     println!("counters: {stats}\n");
     let all = checks.iter().all(|c| c.passed);
-    println!("{:<24} {:<6} detail", "check", "result");
+    println!("{:<44} {:<6} detail", "check", "result");
     for c in &checks {
-        println!("{:<24} {:<6} {}", c.what, if c.passed { "PASS" } else { "FAIL" }, c.detail);
+        println!("{:<44} {:<6} {}", c.what, if c.passed { "PASS" } else { "FAIL" }, c.detail);
     }
     let status = daemon.stop()?;
-    drop(servers);
     println!(
         "\nlab: dae exited ({status}); namespaces removed. {}",
         if all { "All checks passed." } else { "Some checks FAILED." }
