@@ -1,5 +1,5 @@
-//! Real proxy servers for the gateway's outbounds, started inside a lab namespace: microsocks (SOCKS5) and
-//! tinyproxy (HTTP CONNECT). Each is killed on drop; a start waits (bounded) until the proxy accepts
+//! Real proxy servers for the gateway's outbounds, started inside a lab namespace: microsocks (SOCKS5),
+//! danted (SOCKS5 with UDP ASSOCIATE) and tinyproxy (HTTP CONNECT). Each is killed on drop; a start waits (bounded) until the proxy accepts
 //! connections.
 
 use std::{
@@ -69,4 +69,21 @@ pub fn tinyproxy(ns: &Netns, ip: IpAddr, port: u16) -> io::Result<Proxy> {
     let path = scratch.write("tinyproxy.conf", &conf, 0o644);
     let path = path.display().to_string();
     start(ns, "tinyproxy", &["-d", "-c", &path], SocketAddr::new(ip, port), scratch)
+}
+
+/// danted (SOCKS5 with CONNECT and UDP ASSOCIATE, no authentication) on `ip:port` inside `ns`, relaying from
+/// the `external` addresses (one per family it should reach).
+pub fn danted(ns: &Netns, ip: IpAddr, port: u16, external: &[IpAddr]) -> io::Result<Proxy> {
+    let scratch = Scratch::new();
+    let dir = scratch.0.display().to_string();
+    let external: String = external.iter().map(|e| format!("external: {e}\n")).collect();
+    let conf = format!(
+        "logoutput: {dir}/danted.log\ninternal: {ip} port = {port}\n{external}\
+         clientmethod: none\nsocksmethod: none\nuser.privileged: root\nuser.unprivileged: nobody\n\
+         client pass {{ from: 0/0 to: 0/0 }}\n\
+         socks pass {{ from: 0/0 to: 0/0 command: connect udpassociate udpreply }}\n"
+    );
+    let path = scratch.write("danted.conf", &conf, 0o644).display().to_string();
+    let pid = format!("{dir}/danted.pid");
+    start(ns, "danted", &["-f", &path, "-N", "1", "-p", &pid], SocketAddr::new(ip, port), scratch)
 }

@@ -123,9 +123,8 @@ fn apply(
         return TC_ACT_SHOT;
     }
     let proxied = (outbound::GROUP_BASE..=outbound::GROUP_MAX).contains(&decision.outbound);
-    // Gateway-originated proxied flows and proxied UDP are not steered yet: they leave direct (see
-    // docs/gateway.md). The workers' UDP sockets take DNS only.
-    if ((proxied && !udp) || decision.outbound == outbound::DNS) && direction == Direction::LanIn {
+    // Gateway-originated proxied flows are not steered yet: they leave direct (see docs/gateway.md).
+    if (proxied || decision.outbound == outbound::DNS) && direction == Direction::LanIn {
         let began_with_syn = decision.flags & FLOW_F_TCP_SYN != 0;
         steer::steer(skb, decision.hash, ipv6, udp, first, began_with_syn, proxied);
         return TC_ACT_UNSPEC;

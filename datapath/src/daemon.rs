@@ -106,8 +106,10 @@ pub async fn run(validated: Validated, opts: RunOptions) -> anyhow::Result<()> {
         daemon_mark,
         counters: Default::default(),
     });
-    let intercept = start_dns(&validated, &router, &maps, loaded.flow_hash_seed, daemon_mark)?;
-    let gateway = Gateway::start(&mut loaded.ebpf, DEFAULT_TPROXY_MARK, daemon_mark, relay_cx, intercept, &cache)?;
+    let replies = Arc::new(gateway::dns::Replies::default());
+    let intercept = start_dns(&validated, &router, &maps, loaded.flow_hash_seed, daemon_mark, &replies)?;
+    let gateway =
+        Gateway::start(&mut loaded.ebpf, DEFAULT_TPROXY_MARK, daemon_mark, relay_cx, intercept, replies, &cache)?;
     let mut attacher = Attacher::new(loaded, opts.tc, opts.xdp);
     match attacher.attach_cgroup() {
         Ok(root) => info!(cgroup = %root.display(), "socket-creation hook attached (pname routing)"),
@@ -210,6 +212,7 @@ fn start_dns(
     maps: &Maps,
     seed: u64,
     daemon_mark: u32,
+    replies: &Arc<gateway::dns::Replies>,
 ) -> anyhow::Result<Option<Arc<gateway::dns::Intercept>>> {
     let mut options = dns::service::Options::for_config(&validated.config);
     options.mark = daemon_mark;
@@ -223,7 +226,7 @@ fn start_dns(
             warn!(%addr, error = %e, "publishing a DNS answer's names to the kernel");
         }
     });
-    let replies = Arc::new(gateway::dns::Replies::default());
+    let replies = Arc::clone(replies);
     let hooks = dns::Hooks { domains: Some(domains), answers: Some(replies.sink()) };
     let handle = dns::Service::start_with(validated.dns.clone(), options, hooks)?;
     for (addr, proto) in handle.local_addrs() {

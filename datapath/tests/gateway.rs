@@ -4,7 +4,7 @@
 
 use std::{
     io::{Read, Write},
-    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     path::PathBuf,
     time::Duration,
 };
@@ -24,6 +24,30 @@ fn who_am_i_server(ns: &Netns, addr: SocketAddr) {
             let _ = stream.write_all(peer.as_bytes());
         }
     });
+}
+
+/// A UDP server in `ns` on `addr` that answers every datagram with the sender address it sees.
+fn udp_who_am_i_server(ns: &Netns, addr: SocketAddr) {
+    let socket = ns.run_in(move || UdpSocket::bind(addr)).unwrap().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((_, peer)) = socket.recv_from(&mut buf) {
+            let _ = socket.send_to(peer.ip().to_string().as_bytes(), peer);
+        }
+    });
+}
+
+/// Sends a datagram from `ns` to `to`; what the server says the sender is, and where the answer came from.
+fn udp_seen_as(ns: &Netns, to: SocketAddr) -> std::io::Result<(String, SocketAddr)> {
+    ns.run_in(move || -> std::io::Result<(String, SocketAddr)> {
+        let any: SocketAddr = if to.is_ipv4() { "0.0.0.0:0".parse().unwrap() } else { "[::]:0".parse().unwrap() };
+        let socket = UdpSocket::bind(any)?;
+        socket.set_read_timeout(Some(Duration::from_secs(3)))?;
+        socket.send_to(b"who am i", to)?;
+        let mut buf = [0u8; 100];
+        let (n, from) = socket.recv_from(&mut buf)?;
+        Ok((String::from_utf8_lossy(&buf[..n]).into_owned(), from))
+    })?
 }
 
 /// Connects from `ns` to `to` and returns what the server says the peer is.
@@ -103,4 +127,119 @@ fn proxied_lan_flows_go_through_their_groups_node_and_direct_ones_are_forwarded(
     assert!(daemon.stop().unwrap().success());
     let rules = String::from_utf8_lossy(&topo.gateway.ip(&["rule", "show"]).unwrap().stdout).into_owned();
     assert!(!rules.contains("2023"), "policy routing removed at exit: {rules}");
+}
+
+#[test]
+fn after_the_daemon_is_killed_proxied_flows_pass_untouched_once_the_gate_closes() {
+    let test = "after_the_daemon_is_killed_proxied_flows_pass_untouched_once_the_gate_closes";
+    if skip_unless_root(test) {
+        return;
+    }
+    if !bench_lab::dns::have("microsocks") {
+        eprintln!("SKIP {test}: `microsocks` is not installed (scripts/setup.sh installs it)");
+        return;
+    }
+    let topo = Topology::client_gateway_server().unwrap();
+    let lan = topo.lan();
+    let server = IpAddr::from(topo.server_v4);
+    who_am_i_server(&topo.server, SocketAddr::new(server, 5511));
+    // A sink that reads forever: the transfer in flight when the daemon dies.
+    let sink = topo.server.run_in(move || TcpListener::bind(SocketAddr::new(server, 5512))).unwrap().unwrap();
+    std::thread::spawn(move || {
+        for mut stream in sink.incoming().flatten() {
+            std::thread::spawn(move || std::io::copy(&mut stream, &mut std::io::sink()));
+        }
+    });
+    let _socks = proxies::microsocks(&topo.server, server, 1080).unwrap();
+    let config = format!(
+        "global {{\n  lan_interface: {}\n  wan_interface: {}\n}}\nnode {{\n  socks: 'socks5://{server}:1080'\n}}\n\
+         group {{\n  proxy {{\n    policy: fixed(0)\n  }}\n}}\nrouting {{\n  dport(5511, 5512) -> proxy\n  fallback: direct\n}}\n",
+        lan.gateway_if, topo.wan_if
+    );
+    let mut daemon = Daemon::start(&dae(), &topo.gateway, &config, &[]).unwrap();
+    assert_eq!(seen_as(&lan.client, SocketAddr::new(server, 5511)).unwrap(), server.to_string(), "proxied");
+    // Direct flows never reach userspace: the steering counter does not move for them.
+    let steered = daemon.stats().unwrap()["steered"].as_u64().unwrap();
+    who_am_i_server(&topo.server, SocketAddr::new(server, 5513));
+    for _ in 0..3 {
+        assert_eq!(seen_as(&lan.client, SocketAddr::new(server, 5513)).unwrap(), lan.client_v4.to_string());
+    }
+    assert_eq!(daemon.stats().unwrap()["steered"].as_u64().unwrap(), steered, "direct flows were not steered");
+
+    // A transfer in flight through the proxy when the daemon is SIGKILLed.
+    let to_sink = SocketAddr::new(server, 5512);
+    let writer = lan.client.spawn_in(move || {
+        let mut stream = TcpStream::connect_timeout(&to_sink, Duration::from_secs(3)).unwrap();
+        stream.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        let started = std::time::Instant::now();
+        // Writes until the relay dies under it (or 15 s pass): the kernel resets or stalls it.
+        while started.elapsed() < Duration::from_secs(15) {
+            if stream.write_all(&chunk).is_err() {
+                return true;
+            }
+        }
+        false
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    daemon.kill().unwrap();
+    // Once the lease lapses (3 s) the gate closes: new flows to the proxied port pass untouched.
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    loop {
+        match seen_as(&lan.client, SocketAddr::new(server, 5511)) {
+            Ok(seen) if seen == lan.client_v4.to_string() => break,
+            other => assert!(std::time::Instant::now() < deadline, "still not untouched: {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(writer.join().unwrap().unwrap(), "the transfer through the dead relay ended instead of hanging");
+}
+
+#[test]
+fn proxied_udp_is_relayed_in_sessions_directly_and_through_a_socks5_udp_association() {
+    let test = "proxied_udp_is_relayed_in_sessions_directly_and_through_a_socks5_udp_association";
+    if skip_unless_root(test) {
+        return;
+    }
+    if !bench_lab::dns::have("danted") {
+        eprintln!("SKIP {test}: `danted` is not installed (scripts/setup.sh installs dante-server)");
+        return;
+    }
+    let topo = Topology::client_gateway_server().unwrap();
+    let lan = topo.lan();
+    let server_v4 = IpAddr::from(topo.server_v4);
+    for ip in [server_v4, IpAddr::from(topo.server_v6)] {
+        for port in [5521, 5522, 5523] {
+            udp_who_am_i_server(&topo.server, SocketAddr::new(ip, port));
+        }
+    }
+    let _socks = proxies::danted(&topo.server, server_v4, 1080, &[server_v4, IpAddr::from(topo.server_v6)]).unwrap();
+    let config = format!(
+        "global {{\n  lan_interface: {}\n  wan_interface: {}\n}}\n\
+         node {{\n  gw: 'direct'\n  dante: 'socks5://{server_v4}:1080'\n}}\n\
+         group {{\n  from_gateway {{\n    filter: name(gw)\n    policy: fixed(0)\n  }}\n  \
+         via_socks {{\n    filter: name(dante)\n    policy: fixed(0)\n  }}\n}}\n\
+         routing {{\n  dport(5521) -> from_gateway\n  dport(5522) -> via_socks\n  fallback: direct\n}}\n",
+        lan.gateway_if, topo.wan_if
+    );
+    let daemon = Daemon::start(&dae(), &topo.gateway, &config, &[]).unwrap();
+    let context = |daemon: &Daemon| format!("stats {:?}; log:\n{}", daemon.stats(), daemon.log());
+    for (server, gateway, client) in [
+        (server_v4, IpAddr::from(topo.gateway_wan_v4), IpAddr::from(lan.client_v4)),
+        (IpAddr::from(topo.server_v6), IpAddr::from(topo.gateway_wan_v6), IpAddr::from(lan.client_v6)),
+    ] {
+        for round in 0..2 {
+            let to = SocketAddr::new(server, 5521);
+            let (seen, from) =
+                udp_seen_as(&lan.client, to).unwrap_or_else(|e| panic!("{to}: {e}; {}", context(&daemon)));
+            assert_eq!(seen, gateway.to_string(), "relayed from the gateway, round {round}");
+            assert_eq!(from, to, "the answer comes from the server the client asked");
+        }
+        let to = SocketAddr::new(server, 5522);
+        let (seen, from) = udp_seen_as(&lan.client, to).unwrap_or_else(|e| panic!("{to}: {e}; {}", context(&daemon)));
+        assert_eq!(seen, server.to_string(), "relayed by danted (its external address of that family)");
+        assert_eq!(from, to);
+        let to = SocketAddr::new(server, 5523);
+        assert_eq!(udp_seen_as(&lan.client, to).unwrap().0, client.to_string(), "direct: untouched");
+    }
 }

@@ -28,7 +28,8 @@ fn sock(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
 
 fn config(topo: &Topology, routing: &str) -> String {
     format!(
-        "global {{\n  lan_interface: {}\n  wan_interface: {}\n}}\ngroup {{\n  proxy {{\n    policy: fixed(0)\n  }}\n}}\nrouting {{\n{routing}\n}}\n",
+        "global {{\n  lan_interface: {}\n  wan_interface: {}\n}}\nnode {{\n  gw: 'direct'\n}}\n\
+         group {{\n  proxy {{\n    policy: fixed(0)\n  }}\n}}\nrouting {{\n{routing}\n}}\n",
         topo.lan().gateway_if,
         topo.wan_if
     )

@@ -1,8 +1,10 @@
-//! `cargo run --release -p perf -- [--json] [--only kernel|ifname|routing|rules|sniff]`: dae-rs benchmarks.
+//! `cargo run --release -p perf -- [--json] [--only kernel|ifname|routing|rules|sniff|gateway]`: dae-rs
+//! benchmarks. `gateway` needs root and `target/release/dae` (`cargo build --release -p datapath --bin dae`).
 //!
 //! Every figure is printed with the baseline measured in the same run and their ratio (STYLE.md, "Benchmarks").
 //! Kernel benchmarks (BPF_PROG_TEST_RUN) need root and say so when not.
 
+mod gateway;
 mod ifname;
 mod kernel;
 mod report;
@@ -19,7 +21,7 @@ struct Args {
     #[arg(long)]
     json: bool,
     /// Run only one group.
-    #[arg(long, value_parser = ["kernel", "ifname", "routing", "rules", "sniff"])]
+    #[arg(long, value_parser = ["kernel", "ifname", "routing", "rules", "sniff", "gateway"])]
     only: Option<String>,
 }
 
@@ -51,6 +53,12 @@ fn main() -> anyhow::Result<()> {
     }
     if want("rules") {
         for figure in rules::bench() {
+            figure.print(args.json);
+        }
+    }
+    // Through the gateway with iperf3: only when asked (tens of seconds, and both cores).
+    if args.only.as_deref() == Some("gateway") {
+        for figure in gateway::bench()? {
             figure.print(args.json);
         }
     }

@@ -3,9 +3,9 @@
 //! DNS forwarder with the interface it arrived on, so `interface(lan: ...)` DNS rules see what routing sees (dae
 //! loses the interface for UDP/53).
 //!
-//! - UDP: one socket per worker and family in the steering sockmap, drained in batches with IP_PKTINFO (the
-//!   header's destination is the server the client asked, the ifindex its LAN interface). Answers leave from a
-//!   transparent socket bound to that server's address and port 53, so the client sees the server it asked.
+//! - UDP: the worker's UDP socket ([`super::udp`]) hands datagrams to port 53 here, with IP_PKTINFO's ifindex
+//!   (the LAN interface) and destination (the server the client asked). Answers leave from a transparent
+//!   socket bound to that server's address and port 53, so the client sees the server it asked.
 //! - TCP: the worker's transparent listener accepts the connection; its ingress interface comes from the flow
 //!   tag. Queries are read length-prefixed and submitted; answers are framed back on the connection.
 //!
@@ -17,11 +17,11 @@
 use std::{
     collections::HashMap,
     io::{self, Read, Write},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket},
+    net::{IpAddr, SocketAddr, TcpStream, UdpSocket},
     os::fd::AsRawFd,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -33,7 +33,7 @@ use dns::{
     service::{AnswerSink, sys},
 };
 use socket2::{Domain, Socket, Type};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::{flow_table::FlowTable, links::LinkReader};
 
@@ -49,7 +49,7 @@ const TCP_IDLE: Duration = Duration::from_secs(10);
 /// What the answer path needs: reply sockets and the TCP clients waiting for answers.
 #[derive(Debug, Default)]
 pub struct Replies {
-    udp: Mutex<HashMap<IpAddr, UdpSocket>>,
+    udp: Mutex<HashMap<SocketAddr, UdpSocket>>,
     tcp: Mutex<HashMap<u64, TcpStream>>,
     next_tcp: AtomicU64,
     /// Answers that could not be delivered (socket gone, send failed).
@@ -75,19 +75,25 @@ impl Replies {
 
     fn send_udp(&self, client: &ClientAddr, message: &[u8]) -> io::Result<()> {
         let server = client.local.ok_or_else(|| io::Error::other("no original destination"))?;
+        self.send_from(SocketAddr::new(server, DNS_PORT), client.peer, message)
+    }
+
+    /// Sends `payload` to `to` from `from`, an address the gateway does not own (the server a client asked),
+    /// through a transparent socket bound there (kept for the next datagram).
+    pub fn send_from(&self, from: SocketAddr, to: SocketAddr, payload: &[u8]) -> io::Result<()> {
         let mut sockets = self.udp.lock().unwrap_or_else(|e| e.into_inner());
-        if !sockets.contains_key(&server) {
+        if !sockets.contains_key(&from) {
             if sockets.len() >= MAX_REPLY_SOCKETS {
                 sockets.clear();
             }
-            sockets.insert(server, reply_socket(server)?);
+            sockets.insert(from, reply_socket(from)?);
         }
-        let socket = &sockets[&server];
-        let to = match (server, client.peer) {
-            (IpAddr::V6(_), SocketAddr::V4(v4)) => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
-            _ => client.peer,
+        let socket = &sockets[&from];
+        let to = match (from, to) {
+            (SocketAddr::V6(_), SocketAddr::V4(v4)) => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
+            _ => to,
         };
-        socket.send_to(message, to).map(|_| ())
+        socket.send_to(payload, to).map(|_| ())
     }
 
     fn send_tcp(&self, token: u64, message: &[u8]) -> io::Result<()> {
@@ -113,18 +119,18 @@ impl Replies {
     }
 }
 
-/// A transparent UDP socket bound to `server`:53 (an address the gateway does not own), to answer from it.
-fn reply_socket(server: IpAddr) -> io::Result<UdpSocket> {
-    let socket = Socket::new(if server.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 }, Type::DGRAM, None)?;
+/// A transparent UDP socket bound to `from` (an address the gateway does not own), to answer from it.
+fn reply_socket(from: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = Socket::new(if from.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 }, Type::DGRAM, None)?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
-    if server.is_ipv6() {
+    if from.is_ipv6() {
         socket.set_only_v6(true)?;
         sys::set_int_opt(socket.as_raw_fd(), libc::SOL_IPV6, libc::IPV6_TRANSPARENT, 1)?;
     } else {
         sys::set_int_opt(socket.as_raw_fd(), libc::SOL_IP, libc::IP_TRANSPARENT, 1)?;
     }
-    socket.bind(&SocketAddr::new(server, DNS_PORT).into())?;
+    socket.bind(&from.into())?;
     Ok(socket.into())
 }
 
@@ -184,56 +190,17 @@ fn refused_answer(query: &[u8]) -> Option<Vec<u8>> {
     Some(answer)
 }
 
-/// A UDP socket for the steering sockmap: bound to an ephemeral port (`bpf_sk_assign` does not care), asking for
-/// each datagram's destination and ingress interface.
-pub fn udp_socket(ipv6: bool) -> io::Result<UdpSocket> {
-    let socket = Socket::new(if ipv6 { Domain::IPV6 } else { Domain::IPV4 }, Type::DGRAM, None)?;
-    let fd = socket.as_raw_fd();
-    if ipv6 {
-        socket.set_only_v6(true)?;
-        sys::set_int_opt(fd, libc::SOL_IPV6, libc::IPV6_TRANSPARENT, 1)?;
-    } else {
-        sys::set_int_opt(fd, libc::SOL_IP, libc::IP_TRANSPARENT, 1)?;
-    }
-    sys::enable_pktinfo(fd, ipv6)?;
-    sys::size_receive_buffer(fd, 4 << 20);
-    let any = if ipv6 { IpAddr::V6(Ipv6Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
-    socket.bind(&SocketAddr::new(any, 0).into())?;
-    Ok(socket.into())
-}
-
-/// Drains steered DNS datagrams from `socket` until `stop`, handing each to the forwarder.
-pub fn serve_udp(socket: UdpSocket, intercept: Arc<Intercept>, mut links: LinkReader, stop: Arc<AtomicBool>) {
-    let fd = socket.as_raw_fd();
-    let mut batch = sys::RecvBatch::new();
-    while !stop.load(Ordering::Relaxed) {
-        let mut poll = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd for the duration of the call.
-        if unsafe { libc::poll(&mut poll, 1, 200) } <= 0 {
-            continue;
-        }
-        let received = match batch.recv(fd) {
-            Ok(n) => n,
-            Err(e) => {
-                warn!(error = %e, "receiving intercepted DNS");
-                continue;
-            }
-        };
-        for i in 0..received {
-            let got = batch.received[i];
-            let (Some(peer), Some(server)) = (got.from, got.info.dst) else { continue };
-            if got.len == 0 {
-                continue;
-            }
-            let client = ClientAddr { peer, local: Some(server), ifindex: got.info.ifindex, listener: 0, tcp: None };
-            intercept.submit(Intercepted {
-                message: batch.payload(i).to_vec(),
-                client,
-                direction: Some(PacketDirection::LanIn),
-                interface: links.name(got.info.ifindex).map(Box::from),
-                original_dst: Some(SocketAddr::new(server, DNS_PORT)),
-            });
-        }
+impl Intercept {
+    /// Hands one steered datagram (a query from `peer` to `server`:53, arrived on `ifindex`) to the forwarder.
+    pub fn submit_udp(&self, peer: SocketAddr, server: IpAddr, ifindex: u32, message: &[u8], links: &mut LinkReader) {
+        let client = ClientAddr { peer, local: Some(server), ifindex, listener: 0, tcp: None };
+        self.submit(Intercepted {
+            message: message.to_vec(),
+            client,
+            direction: Some(PacketDirection::LanIn),
+            interface: links.name(ifindex).map(Box::from),
+            original_dst: Some(SocketAddr::new(server, DNS_PORT)),
+        });
     }
 }
 

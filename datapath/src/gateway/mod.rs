@@ -7,6 +7,7 @@
 
 pub mod dns;
 pub mod policy;
+pub mod udp;
 pub mod worker;
 
 use std::{
@@ -55,6 +56,8 @@ pub struct Gateway {
     pub dns: Option<Arc<dns::Intercept>>,
     /// Outbounds and relay counters.
     pub relay: Arc<worker::RelayContext>,
+    /// UDP relay counters (every worker).
+    pub udp: Arc<udp::UdpCounters>,
     _checker: relay::outbound::Checker,
     /// The mark steered packets carry.
     pub tproxy_mark: u32,
@@ -77,6 +80,7 @@ impl Gateway {
         daemon_mark: u32,
         relay: Arc<worker::RelayContext>,
         dns: Option<Arc<dns::Intercept>>,
+        replies: Arc<dns::Replies>,
         links: &LinkCache,
     ) -> Result<Self, GatewayError> {
         let checker = relay.outbounds.spawn_checker()?;
@@ -88,6 +92,7 @@ impl Gateway {
             SockMap::try_from(socks).map_err(|source| GatewayError::Op { name: MAP_STEER_SOCKS, source })?;
         let count = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_WORKERS as usize) as u32;
         let stop = Arc::new(AtomicBool::new(false));
+        let udp = Arc::new(udp::UdpCounters::default());
         let mut workers = Vec::new();
         for w in 0..count {
             for ipv6 in [false, true] {
@@ -95,24 +100,23 @@ impl Gateway {
                 socks
                     .set(steer_slot(w, ipv6, false), &listener, 0)
                     .map_err(|source| GatewayError::Op { name: MAP_STEER_SOCKS, source })?;
-                let (intercept, reader, relay) = (dns.clone(), links.reader(), Arc::clone(&relay));
+                let (intercept, reader, tcp_relay) = (dns.clone(), links.reader(), Arc::clone(&relay));
                 workers.push(
                     std::thread::Builder::new()
                         .name(format!("dae-worker-{w}"))
-                        .spawn(move || worker::serve(listener, relay, intercept, reader))?,
+                        .spawn(move || worker::serve(listener, tcp_relay, intercept, reader))?,
                 );
-                if let Some(intercept) = &dns {
-                    let socket = dns::udp_socket(ipv6)?;
-                    socks
-                        .set(steer_slot(w, ipv6, true), &socket, 0)
-                        .map_err(|source| GatewayError::Op { name: MAP_STEER_SOCKS, source })?;
-                    let (intercept, reader, stop) = (Arc::clone(intercept), links.reader(), Arc::clone(&stop));
-                    workers.push(
-                        std::thread::Builder::new()
-                            .name(format!("dae-dns-in-{w}"))
-                            .spawn(move || dns::serve_udp(socket, intercept, reader, stop))?,
-                    );
-                }
+                let socket = udp::steering_socket(ipv6)?;
+                socks
+                    .set(steer_slot(w, ipv6, true), &socket, 0)
+                    .map_err(|source| GatewayError::Op { name: MAP_STEER_SOCKS, source })?;
+                let udp_relay = udp::UdpRelay::new(Arc::clone(&relay), Arc::clone(&replies), Arc::clone(&udp));
+                let (intercept, reader, stop) = (dns.clone(), links.reader(), Arc::clone(&stop));
+                workers.push(
+                    std::thread::Builder::new()
+                        .name(format!("dae-udp-{w}"))
+                        .spawn(move || udp::serve(socket, udp_relay, intercept, reader, stop))?,
+                );
             }
         }
         let flags = if dns.is_some() { STEER_F_DNS } else { 0 };
@@ -129,7 +133,7 @@ impl Gateway {
         for group in relay.outbounds.groups().iter().filter(|group| group.nodes.is_empty()) {
             warn!(group = %group.name, "group has no node: connections routed to it are refused");
         }
-        Ok(Self { config, _socks: socks, workers, stop, dns, relay, _checker: checker, tproxy_mark, daemon_mark })
+        Ok(Self { config, _socks: socks, workers, stop, dns, relay, udp, _checker: checker, tproxy_mark, daemon_mark })
     }
 
     /// Stops steering (the kernel lets proxied flows pass untouched again).

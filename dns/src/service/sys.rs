@@ -15,7 +15,7 @@ pub const BATCH: usize = 32;
 /// datagrams arrive truncated (MSG_TRUNC) and are dropped.
 pub const DATAGRAM_BUF: usize = 4096;
 /// Control buffer per datagram, enough for one IPV6_PKTINFO (or IP_PKTINFO) message.
-const CONTROL_BUF: usize = 64;
+const CONTROL_BUF: usize = 128;
 
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
@@ -121,6 +121,9 @@ pub struct PktInfo {
     pub dst: Option<IpAddr>,
     /// The interface it arrived on (0: unknown).
     pub ifindex: u32,
+    /// The destination port, when the socket asked for the original destination (IP_RECVORIGDSTADDR); 0
+    /// otherwise.
+    pub dst_port: u16,
 }
 
 /// One received datagram of a batch.
@@ -235,6 +238,14 @@ fn parse_pktinfo(header: &libc::msghdr) -> PktInfo {
                     let pktinfo: libc::in_pktinfo = std::ptr::read_unaligned(data.cast());
                     info.ifindex = pktinfo.ipi_ifindex as u32;
                     info.dst = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(pktinfo.ipi_addr.s_addr))));
+                }
+                (libc::IPPROTO_IP, libc::IP_ORIGDSTADDR) => {
+                    let sin: libc::sockaddr_in = std::ptr::read_unaligned(data.cast());
+                    info.dst_port = u16::from_be(sin.sin_port);
+                }
+                (libc::IPPROTO_IPV6, libc::IPV6_ORIGDSTADDR) => {
+                    let sin6: libc::sockaddr_in6 = std::ptr::read_unaligned(data.cast());
+                    info.dst_port = u16::from_be(sin6.sin6_port);
                 }
                 (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
                     let pktinfo: libc::in6_pktinfo = std::ptr::read_unaligned(data.cast());

@@ -1,0 +1,320 @@
+//! UDP on the workers: one transparent socket per worker and family in the steering sockmap's UDP slots,
+//! drained in batches (`recvmmsg`, up to 32 datagrams per call) with each datagram's original destination
+//! (IP_RECVORIGDSTADDR) and ingress interface (IP_PKTINFO).
+//!
+//! - DNS (port 53, decided `outbound::DNS` by the kernel) goes to the forwarder ([`super::dns`]).
+//! - Proxied datagrams are relayed in full-cone sessions keyed by the client's address and the node its group
+//!   picked: one upstream socket per session (the daemon's mark), directly or through a SOCKS5 UDP association.
+//!   Replies from any remote address go back to the client from a transparent socket bound to that address, so
+//!   the client sees the server it talks to. Sessions end after dae's idle timeouts (30 s; 2 min for QUIC on
+//!   port 443; 17 s for DNS) and are bounded per worker; a datagram past the bound is dropped and counted.
+//!
+//! A stepping stone like the TCP relay: a session's replies are read by its own thread.
+
+use std::{
+    collections::HashMap,
+    io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
+    os::fd::AsRawFd,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use datapath_abi::{FlowKey, flow::flow_hash, route::outbound};
+use dns::service::sys;
+use relay::outbound::{Node, NodeId, Protocol, UdpAssociation, associate, socks5};
+use socket2::{Domain, Socket, Type};
+use tracing::{debug, warn};
+
+use super::{
+    dns::{DNS_PORT, Intercept, Replies},
+    worker::{DIAL_TIMEOUT, RelayContext},
+};
+use crate::links::LinkReader;
+
+/// Sessions one worker keeps at most.
+pub const MAX_SESSIONS: usize = 16_384;
+/// Idle timeout of a session (dae's default).
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Idle timeout of a QUIC session (UDP to port 443).
+pub const QUIC_TIMEOUT: Duration = Duration::from_secs(120);
+/// Idle timeout of a DNS session relayed rather than forwarded (a `must_` rule to a group).
+pub const DNS_TIMEOUT: Duration = Duration::from_secs(17);
+/// Largest datagram relayed.
+const MAX_DATAGRAM: usize = 65_535;
+
+/// What the UDP relay counts.
+#[derive(Debug, Default)]
+pub struct UdpCounters {
+    /// Sessions opened.
+    pub sessions: AtomicU64,
+    /// Datagrams relayed client -> remote.
+    pub forwarded: AtomicU64,
+    /// Datagrams relayed remote -> client.
+    pub replied: AtomicU64,
+    /// Datagrams dropped: session bound reached, group without alive node, a node that cannot carry UDP.
+    pub dropped: AtomicU64,
+}
+
+/// How a session reaches remotes.
+#[derive(Debug)]
+enum Via {
+    Direct,
+    /// Through a SOCKS5 relay; the association lives as long as its control connection.
+    Socks5 {
+        relay: SocketAddr,
+        _association: UdpAssociation,
+    },
+}
+
+#[derive(Debug)]
+struct Session {
+    socket: UdpSocket,
+    via: Via,
+    /// Milliseconds since `epoch` of the last datagram either way.
+    last: AtomicU64,
+}
+
+/// Sessions by client address and the node carrying them (`None`: from the gateway directly).
+type Sessions = Arc<Mutex<HashMap<(SocketAddr, Option<NodeId>), Arc<Session>>>>;
+
+/// The sessions of one worker.
+#[derive(Debug)]
+pub struct UdpRelay {
+    cx: Arc<RelayContext>,
+    replies: Arc<Replies>,
+    sessions: Sessions,
+    epoch: Instant,
+    /// Counters.
+    pub counters: Arc<UdpCounters>,
+}
+
+fn ms_since(epoch: Instant) -> u64 {
+    epoch.elapsed().as_millis() as u64
+}
+
+/// A UDP socket for the steering sockmap: bound to an ephemeral port (`bpf_sk_assign` does not care), asking for
+/// each datagram's original destination and ingress interface.
+pub fn steering_socket(ipv6: bool) -> io::Result<UdpSocket> {
+    let socket = Socket::new(if ipv6 { Domain::IPV6 } else { Domain::IPV4 }, Type::DGRAM, None)?;
+    let fd = socket.as_raw_fd();
+    if ipv6 {
+        socket.set_only_v6(true)?;
+        sys::set_int_opt(fd, libc::SOL_IPV6, libc::IPV6_TRANSPARENT, 1)?;
+        sys::set_int_opt(fd, libc::SOL_IPV6, libc::IPV6_RECVORIGDSTADDR, 1)?;
+    } else {
+        sys::set_int_opt(fd, libc::SOL_IP, libc::IP_TRANSPARENT, 1)?;
+        sys::set_int_opt(fd, libc::SOL_IP, libc::IP_RECVORIGDSTADDR, 1)?;
+    }
+    sys::enable_pktinfo(fd, ipv6)?;
+    sys::size_receive_buffer(fd, 4 << 20);
+    let any = if ipv6 { IpAddr::V6(Ipv6Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
+    socket.bind(&SocketAddr::new(any, 0).into())?;
+    Ok(socket.into())
+}
+
+/// Drains `socket` until `stop`: DNS to the forwarder (when it runs), the rest relayed.
+pub fn serve(
+    socket: UdpSocket,
+    relay: UdpRelay,
+    dns: Option<Arc<Intercept>>,
+    mut links: LinkReader,
+    stop: Arc<AtomicBool>,
+) {
+    let fd = socket.as_raw_fd();
+    let mut batch = sys::RecvBatch::new();
+    while !stop.load(Ordering::Relaxed) {
+        let mut poll = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd for the duration of the call.
+        if unsafe { libc::poll(&mut poll, 1, 200) } <= 0 {
+            continue;
+        }
+        let received = match batch.recv(fd) {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(error = %e, "receiving steered UDP");
+                continue;
+            }
+        };
+        for i in 0..received {
+            let got = batch.received[i];
+            let (Some(client), Some(ip)) = (got.from, got.info.dst) else { continue };
+            if got.len == 0 || got.info.dst_port == 0 {
+                relay.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let dst = SocketAddr::new(ip, got.info.dst_port);
+            let payload = batch.payload(i);
+            match &dns {
+                // Port 53 steered without a group decision is DNS (an untagged flow included).
+                Some(intercept) if dst.port() == DNS_PORT && !relay.is_proxied(client, dst) => {
+                    intercept.submit_udp(client, ip, got.info.ifindex, payload, &mut links);
+                }
+                _ => relay.forward(client, dst, payload),
+            }
+        }
+    }
+}
+
+impl UdpRelay {
+    /// An empty session table for one worker.
+    pub fn new(cx: Arc<RelayContext>, replies: Arc<Replies>, counters: Arc<UdpCounters>) -> Self {
+        Self { cx, replies, sessions: Arc::default(), epoch: Instant::now(), counters }
+    }
+
+    fn key(client: SocketAddr, dst: SocketAddr) -> FlowKey {
+        FlowKey::new(client.ip(), client.port(), dst.ip(), dst.port(), libc::IPPROTO_UDP as u8)
+    }
+
+    /// Whether the kernel routed the flow `client -> dst` to a proxy group.
+    fn is_proxied(&self, client: SocketAddr, dst: SocketAddr) -> bool {
+        self.cx
+            .flows
+            .lookup(&Self::key(client, dst), self.cx.seed)
+            .is_some_and(|tag| (outbound::GROUP_BASE..=outbound::GROUP_MAX).contains(&tag.outbound))
+    }
+
+    /// Relays one datagram of `client` to `dst` through the node its flow's group picks.
+    pub fn forward(&self, client: SocketAddr, dst: SocketAddr, payload: &[u8]) {
+        let key = Self::key(client, dst);
+        let node = match self.cx.flows.lookup(&key, self.cx.seed) {
+            Some(tag) if (outbound::GROUP_BASE..=outbound::GROUP_MAX).contains(&tag.outbound) => {
+                let Some(group) = self.cx.outbounds.groups().get(usize::from(tag.outbound - outbound::GROUP_BASE))
+                else {
+                    return self.drop_one();
+                };
+                match group.pick(self.cx.outbounds.health(), u64::from(flow_hash(&key, self.cx.seed))) {
+                    Ok(node) => Some(node),
+                    Err(e) => {
+                        debug!(%client, %dst, "{e}: datagram dropped");
+                        self.cx.counters.no_alive_node.fetch_add(1, Ordering::Relaxed);
+                        return self.drop_one();
+                    }
+                }
+            }
+            _ => None,
+        };
+        let session = match self.session(client, dst, node) {
+            Ok(session) => session,
+            Err(e) => {
+                debug!(%client, %dst, error = %e, "no UDP session");
+                return self.drop_one();
+            }
+        };
+        session.last.store(ms_since(self.epoch), Ordering::Relaxed);
+        let sent = match &session.via {
+            Via::Direct => session.socket.send_to(payload, dst),
+            Via::Socks5 { relay, .. } => {
+                let mut datagram = Vec::with_capacity(payload.len() + 22);
+                socks5::encode_udp_header(dst, &mut datagram);
+                datagram.extend_from_slice(payload);
+                session.socket.send_to(&datagram, *relay)
+            }
+        };
+        match sent {
+            Ok(_) => self.counters.forwarded.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.counters.dropped.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+
+    fn drop_one(&self) {
+        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The session of (`client`, `node`), opened on first use.
+    fn session(&self, client: SocketAddr, dst: SocketAddr, node: Option<NodeId>) -> io::Result<Arc<Session>> {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(session) = sessions.get(&(client, node)) {
+            return Ok(Arc::clone(session));
+        }
+        if sessions.len() >= MAX_SESSIONS {
+            return Err(io::Error::other("session bound reached"));
+        }
+        let mark = self.cx.daemon_mark;
+        let via = match node.map(|id| self.cx.outbounds.node(id)) {
+            None | Some(Node::Direct) => Via::Direct,
+            Some(Node::Block) => return Err(io::Error::other("blocked")),
+            Some(Node::Proxy(proxy)) if proxy.protocol == Protocol::Socks5 => {
+                let association = associate(proxy, self.cx.outbounds.mark(), DIAL_TIMEOUT)?;
+                Via::Socks5 { relay: association.relay(), _association: association }
+            }
+            Some(Node::Proxy(_)) => return Err(io::Error::other("an HTTP CONNECT node cannot carry UDP")),
+        };
+        let toward = match &via {
+            Via::Direct => dst,
+            Via::Socks5 { relay, .. } => *relay,
+        };
+        let socket = Socket::new(if toward.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 }, Type::DGRAM, None)?;
+        if mark != 0 {
+            socket.set_mark(mark)?;
+        }
+        let any = if toward.is_ipv6() { IpAddr::V6(Ipv6Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
+        socket.bind(&SocketAddr::new(any, 0).into())?;
+        let socket: UdpSocket = socket.into();
+        socket.set_read_timeout(Some(Duration::from_secs(1)))?;
+        let timeout = match dst.port() {
+            443 => QUIC_TIMEOUT,
+            DNS_PORT => DNS_TIMEOUT,
+            _ => SESSION_TIMEOUT,
+        };
+        let session = Arc::new(Session { socket, via, last: AtomicU64::new(ms_since(self.epoch)) });
+        sessions.insert((client, node), Arc::clone(&session));
+        self.counters.sessions.fetch_add(1, Ordering::Relaxed);
+        let (table, replies, counters, epoch) =
+            (Arc::clone(&self.sessions), Arc::clone(&self.replies), Arc::clone(&self.counters), self.epoch);
+        let reader = Arc::clone(&session);
+        std::thread::Builder::new().name("dae-udp-session".into()).spawn(move || {
+            read_replies(&reader, client, timeout, &replies, &counters, epoch);
+            table.lock().unwrap_or_else(|e| e.into_inner()).remove(&(client, node));
+        })?;
+        Ok(session)
+    }
+}
+
+/// Sends what remotes answer back to `client`, each from the remote's own address, until the session has been
+/// idle for `timeout`.
+fn read_replies(
+    session: &Session,
+    client: SocketAddr,
+    timeout: Duration,
+    replies: &Replies,
+    counters: &UdpCounters,
+    epoch: Instant,
+) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        match session.socket.recv_from(&mut buf) {
+            Ok((len, from)) => {
+                let (remote, payload) = match &session.via {
+                    Via::Direct => (from, &buf[..len]),
+                    Via::Socks5 { relay, .. } if from == *relay => match socks5::decode_udp_datagram(&buf[..len]) {
+                        Ok((socks5::Address::Ip(remote), payload)) => (remote, payload),
+                        _ => {
+                            counters.dropped.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                    },
+                    Via::Socks5 { .. } => continue,
+                };
+                session.last.store(ms_since(epoch), Ordering::Relaxed);
+                match replies.send_from(remote, client, payload) {
+                    Ok(()) => counters.replied.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => counters.dropped.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                let idle = ms_since(epoch).saturating_sub(session.last.load(Ordering::Relaxed));
+                if idle >= timeout.as_millis() as u64 {
+                    return;
+                }
+            }
+            Err(e) => {
+                debug!(%client, error = %e, "UDP session ended");
+                return;
+            }
+        }
+    }
+}

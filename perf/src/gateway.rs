@@ -1,0 +1,124 @@
+//! Through the gateway, with real parts (root): client -> gateway (`dae run`) -> server namespaces, iperf3 TCP.
+//!
+//! - `gateway_tcp_relay_gbps`: goodput of flows the gateway steers to its workers and relays itself (a group
+//!   whose node is `direct`), against the direct routed path (the kernel forwards, dae only tags) in the same run.
+//! - `gateway_tcp_socks5_gbps`: the same through a real SOCKS5 proxy (microsocks in the server namespace).
+//! - `gateway_tcp_*_cores_per_gbps`: CPU cores busy per Gbit/s, counted from `/proc/stat` over the run (user,
+//!   system, irq and softirq of the whole machine: client, gateway, proxy and server share it), so softirq work
+//!   is included, not only the daemon's process time.
+//! - `dae_rss_after_load_mib`: the daemon's resident memory after the runs, against its idle RSS right after
+//!   start.
+//!
+//! Rounds alternate the paths so a noisy neighbour hits them alike; each figure is the median of the rounds.
+
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context;
+use bench_lab::{
+    daemon::Daemon,
+    proxies,
+    topology::Topology,
+    traffic::{iperf3_client, iperf3_server},
+};
+
+use crate::report::{Figure, median};
+
+const ROUNDS: usize = 3;
+const SECONDS: u32 = 4;
+const DIRECT_PORT: u16 = 5300;
+const RELAY_PORT: u16 = 5301;
+const SOCKS_PORT: u16 = 5302;
+
+/// Busy and total jiffies of the whole machine (`/proc/stat`'s `cpu` line).
+fn cpu_jiffies() -> anyhow::Result<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().context("empty /proc/stat")?;
+    let fields: Vec<u64> = line.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    let total: u64 = fields.iter().take(8).sum();
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    Ok((total - idle, total))
+}
+
+/// One iperf3 run: (Gbit/s, cores busy per Gbit/s).
+fn run(ns: &bench_lab::netns::Netns, to: IpAddr, port: u16) -> anyhow::Result<(f64, f64)> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let (busy0, total0) = cpu_jiffies()?;
+    let goodput = iperf3_client(ns, to, port, SECONDS, &[])?;
+    let (busy1, total1) = cpu_jiffies()?;
+    let cores = cpus * (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64;
+    let gbps = goodput.bits_per_second / 1e9;
+    Ok((gbps, cores / gbps))
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
+    Ok(line.split_whitespace().nth(1).context("VmRSS value")?.parse()?)
+}
+
+/// The `dae` binary next to this one (both built by `cargo build --release`).
+fn dae() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dae = exe.parent().map(|dir| dir.join("dae")).context("no folder")?;
+    anyhow::ensure!(dae.exists(), "{} missing: cargo build --release -p datapath --bin dae", dae.display());
+    Ok(dae)
+}
+
+/// Runs the gateway benchmarks.
+pub fn bench() -> anyhow::Result<Vec<Figure>> {
+    bench_with(&dae()?)
+}
+
+fn bench_with(dae: &Path) -> anyhow::Result<Vec<Figure>> {
+    let topo = Topology::client_gateway_server()?;
+    let lan = topo.lan();
+    let server = IpAddr::from(topo.server_v4);
+    let _servers = [
+        iperf3_server(&topo.server, DIRECT_PORT)?,
+        iperf3_server(&topo.server, RELAY_PORT)?,
+        iperf3_server(&topo.server, SOCKS_PORT)?,
+    ];
+    let _socks = proxies::microsocks(&topo.server, server, 1080)?;
+    let config = format!(
+        "global {{\n  lan_interface: {lan_if}\n  wan_interface: {wan_if}\n}}\n\
+         node {{\n  gateway: 'direct'\n  socks: 'socks5://{server}:1080'\n}}\n\
+         group {{\n  relay {{\n    filter: name(gateway)\n    policy: fixed(0)\n  }}\n  \
+         socks {{\n    filter: name(socks)\n    policy: fixed(0)\n  }}\n}}\n\
+         routing {{\n  dport({RELAY_PORT}) -> relay\n  dport({SOCKS_PORT}) -> socks\n  fallback: direct\n}}\n",
+        lan_if = lan.gateway_if,
+        wan_if = topo.wan_if,
+    );
+    let mut daemon = Daemon::start(dae, &topo.gateway, &config, &[])?;
+    let pid = daemon.pid();
+    let idle_rss = rss_kib(pid)?;
+    let (mut direct, mut relay, mut socks) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        direct.push(run(&lan.client, server, DIRECT_PORT)?);
+        relay.push(run(&lan.client, server, RELAY_PORT)?);
+        socks.push(run(&lan.client, server, SOCKS_PORT)?);
+    }
+    let steered = daemon.stats()?["steered"].as_u64().unwrap_or(0);
+    anyhow::ensure!(steered >= 2 * ROUNDS as u64, "relayed runs were not steered ({steered})");
+    let loaded_rss = rss_kib(pid)?;
+    daemon.stop()?;
+    let med =
+        |runs: &[(f64, f64)], pick: fn(&(f64, f64)) -> f64| median(&mut runs.iter().map(pick).collect::<Vec<_>>());
+    let (direct_gbps, direct_cpg) = (med(&direct, |r| r.0), med(&direct, |r| r.1));
+    let figure = |name: &str, value: f64, unit: &'static str, baseline: f64| Figure {
+        name: name.into(),
+        value,
+        unit,
+        baseline,
+        ratio: value / baseline,
+    };
+    Ok(vec![
+        figure("gateway_tcp_relay_gbps", med(&relay, |r| r.0), "Gb/s", direct_gbps),
+        figure("gateway_tcp_relay_cores_per_gbps", med(&relay, |r| r.1), "core", direct_cpg),
+        figure("gateway_tcp_socks5_gbps", med(&socks, |r| r.0), "Gb/s", direct_gbps),
+        figure("gateway_tcp_socks5_cores_per_gbps", med(&socks, |r| r.1), "core", direct_cpg),
+        figure("dae_rss_after_load_mib", loaded_rss / 1024.0, "MiB", idle_rss / 1024.0),
+    ])
+}
