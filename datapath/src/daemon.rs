@@ -32,7 +32,7 @@ use crate::{
     object,
     routing::{self, Compiled, RouteMaps, Router},
     selection::Selection,
-    state::{Instance, StatusFile},
+    state::{CountersFile, Instance, StatusFile},
 };
 
 /// The embedded default configuration: what `dae run` without `-c` runs.
@@ -161,6 +161,7 @@ pub async fn run(validated: Validated, opts: RunOptions) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
+    let counters_file = CountersFile::new(instance.name());
     let outcome = loop {
         tokio::select! {
             event = monitor.next() => match event {
@@ -171,6 +172,7 @@ pub async fn run(validated: Validated, opts: RunOptions) -> anyhow::Result<()> {
                 if let Err(e) = control.renew_gate() {
                     error!(error = %e, "renewing the admission lease");
                 }
+                counters_file.write(&control.gateway.counters());
             }
             _ = reconcile.tick() => control.full_reconcile().await,
             _ = janitor.tick() => {
@@ -188,6 +190,7 @@ pub async fn run(validated: Validated, opts: RunOptions) -> anyhow::Result<()> {
     info!(reason, "shutting down: closing the gate and detaching");
     control.shutdown().await;
     StatusFile::new(instance.name()).remove();
+    counters_file.remove();
     drop(instance);
     outcome.map(|_| ())
 }

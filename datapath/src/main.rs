@@ -196,6 +196,8 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             let now_ticks = gate.sample_ticks + elapsed_ns * gate.ticks_per_sec / 1_000_000_000;
             let open = gate.is_open(now_ticks);
             let flows = maps.flows.snapshot().len();
+            // Relay, UDP and DNS counters of the daemon (about a second old; absent when none runs).
+            let userspace = state::CountersFile::new(&instance.instance).read();
             if json {
                 let mut obj = serde_json::Map::new();
                 obj.insert("gate_open".into(), open.into());
@@ -204,12 +206,18 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 for (c, v) in counters {
                     obj.insert(c.name().into(), v.into());
                 }
+                for (name, v) in &userspace {
+                    obj.insert(name.clone(), (*v).into());
+                }
                 println!("{}", serde_json::Value::Object(obj));
             } else {
                 println!("gate                  {}", if open { "open" } else { "closed" });
                 println!("flows                 {flows} of {}", maps.flows.capacity());
                 for (c, v) in counters {
                     println!("{:<21} {v}", c.name());
+                }
+                for (name, v) in &userspace {
+                    println!("{name:<23} {v}");
                 }
             }
             Ok(())

@@ -12,7 +12,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Where locks live (tmpfs: gone after reboot, like the kernel objects they guard).
 pub const RUN_DIR: &str = "/run/dae-rs";
@@ -224,6 +224,47 @@ impl StatusFile {
     /// The current status, if a daemon wrote one.
     pub fn read(&self) -> Option<Status> {
         serde_json::from_slice(&fs::read(&self.path).ok()?).ok()
+    }
+
+    /// Removes the file (clean exit).
+    pub fn remove(&self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// `/run/dae-rs/<instance>.counters`: the userspace counters (relay, UDP sessions, DNS) as one JSON object,
+/// rewritten about once a second by the daemon and merged into `dae stats`.
+#[derive(Debug, Clone)]
+pub struct CountersFile {
+    path: PathBuf,
+}
+
+impl CountersFile {
+    /// The counters file of `instance`.
+    pub fn new(instance: &str) -> Self {
+        Self { path: Path::new(RUN_DIR).join(format!("{instance}.counters")) }
+    }
+
+    /// Replaces the file with `counters` (write to a temporary name, rename).
+    pub fn write(&self, counters: &[(&'static str, u64)]) {
+        let object: serde_json::Map<String, serde_json::Value> =
+            counters.iter().map(|(name, value)| ((*name).to_owned(), (*value).into())).collect();
+        let tmp = self.path.with_extension("counters.tmp");
+        let ok = serde_json::to_vec(&object).map_err(std::io::Error::other).and_then(|bytes| fs::write(&tmp, bytes));
+        if let Err(e) = ok.and_then(|()| fs::rename(&tmp, &self.path)) {
+            debug!(error = %e, path = %self.path.display(), "writing the counters file");
+        }
+    }
+
+    /// The counters, in the order written, if a daemon wrote them.
+    pub fn read(&self) -> Vec<(String, u64)> {
+        let Some(object) = fs::read(&self.path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes).ok())
+        else {
+            return Vec::new();
+        };
+        object.into_iter().filter_map(|(name, value)| value.as_u64().map(|v| (name, v))).collect()
     }
 
     /// Removes the file (clean exit).

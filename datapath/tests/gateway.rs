@@ -119,7 +119,17 @@ fn proxied_lan_flows_go_through_their_groups_node_and_direct_ones_are_forwarded(
         assert!(std::time::Instant::now() < deadline, "the dead group never refused: {}", context(&daemon));
         std::thread::sleep(Duration::from_millis(200));
     }
-    let stats = daemon.stats().unwrap();
+    // The userspace counters reach `dae stats` within about a second.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let stats = loop {
+        let stats = daemon.stats().unwrap();
+        if stats["relay_no_alive_node"].as_u64().unwrap_or(0) >= 1 || std::time::Instant::now() > deadline {
+            break stats;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(stats["relay_no_alive_node"].as_u64().unwrap() >= 1, "{stats}");
+    assert!(stats["relay_tcp_relayed"].as_u64().unwrap() >= 4, "{stats}");
     assert!(stats["steered"].as_u64().unwrap() >= 4, "{stats}");
     assert_eq!(stats["steer_no_socket"], 0, "{stats}");
     let rules = String::from_utf8_lossy(&topo.gateway.ip(&["rule", "show"]).unwrap().stdout).into_owned();
@@ -242,4 +252,18 @@ fn proxied_udp_is_relayed_in_sessions_directly_and_through_a_socks5_udp_associat
         let to = SocketAddr::new(server, 5523);
         assert_eq!(udp_seen_as(&lan.client, to).unwrap().0, client.to_string(), "direct: untouched");
     }
+    // One session per client socket (each exchange above binds a new one): three per family; every datagram
+    // answered.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let stats = loop {
+        let stats = daemon.stats().unwrap();
+        if stats["udp_replied"].as_u64().unwrap_or(0) >= 6 || std::time::Instant::now() > deadline {
+            break stats;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(stats["udp_sessions"], 6, "{stats}");
+    assert_eq!(stats["udp_forwarded"], 6, "{stats}");
+    assert_eq!(stats["udp_replied"], 6, "{stats}");
+    assert_eq!(stats["udp_dropped"], 0, "{stats}");
 }

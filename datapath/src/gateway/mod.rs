@@ -136,6 +136,37 @@ impl Gateway {
         Ok(Self { config, _socks: socks, workers, stop, dns, relay, udp, _checker: checker, tproxy_mark, daemon_mark })
     }
 
+    /// The userspace counters: TCP relay, UDP sessions, intercepted DNS and the forwarder (summed over workers).
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (tcp, udp) = (&self.relay.counters, &self.udp);
+        let mut counters = vec![
+            ("relay_tcp_relayed", tcp.relayed.load(Relaxed)),
+            ("relay_no_alive_node", tcp.no_alive_node.load(Relaxed)),
+            ("relay_dial_failed", tcp.dial_failed.load(Relaxed)),
+            ("relay_untagged", tcp.untagged.load(Relaxed)),
+            ("udp_sessions", udp.sessions.load(Relaxed)),
+            ("udp_forwarded", udp.forwarded.load(Relaxed)),
+            ("udp_replied", udp.replied.load(Relaxed)),
+            ("udp_dropped", udp.dropped.load(Relaxed)),
+        ];
+        if let Some(dns) = &self.dns {
+            let stats = dns.handle.worker_stats();
+            let sum = |f: fn(&::dns::service::WorkerStats) -> u64| stats.iter().map(f).sum::<u64>();
+            counters.extend([
+                ("dns_intercepted", dns.submitted.load(Relaxed)),
+                ("dns_intercept_refused", dns.refused.load(Relaxed)),
+                ("dns_answers_undelivered", dns.replies.undelivered.load(Relaxed)),
+                ("dns_queries", sum(|s| s.core.queries)),
+                ("dns_cache_hits", sum(|s| s.core.cache_hits)),
+                ("dns_servfail", sum(|s| s.core.servfail)),
+                ("dns_refused_overload", sum(|s| s.core.refused_overload)),
+                ("dns_upstream_sent", sum(|s| s.core.upstream_sent)),
+            ]);
+        }
+        counters
+    }
+
     /// Stops steering (the kernel lets proxied flows pass untouched again).
     pub fn stop(&mut self) {
         let _ = self.config.set(0, SteerConfig::default(), 0);
