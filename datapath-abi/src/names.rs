@@ -28,7 +28,7 @@ pub const PROG_BENCH_EMPTY_XDP: &str = "bench_empty_xdp";
 pub const PROG_BENCH_EMPTY_TC: &str = "bench_empty_tc";
 
 /// Every program in the object.
-pub const PROGRAMS: [&str; 13] = [
+pub const PROGRAMS: [&str; 14] = [
     PROG_XDP_L2,
     PROG_XDP_L3,
     PROG_XDP_LAN_L2,
@@ -42,6 +42,7 @@ pub const PROGRAMS: [&str; 13] = [
     PROG_CLOCK_PROBE,
     PROG_ROUTE_PROBE,
     PROG_CGROUP_SOCK_CREATE,
+    PROG_TC_LOCAL_INGRESS,
 ];
 
 /// `Array<FlowBucket>`, mmap-able: the flow table.
@@ -92,6 +93,9 @@ pub const MAP_ROUTE_PROBE: &str = "ROUTE_PROBE";
 
 /// Routes one test-run packet as tc would, writing the decision into `ROUTE_PROBE`; loaded, never attached.
 pub const PROG_ROUTE_PROBE: &str = "route_probe";
+
+/// tc ingress of the local steering device: assigns gateway-originated proxied packets to worker sockets.
+pub const PROG_TC_LOCAL_INGRESS: &str = "tc_local_ingress";
 
 /// `cgroup/sock_create` on the cgroup v2 root: records which process created each socket.
 pub const PROG_CGROUP_SOCK_CREATE: &str = "cgroup_sock_create";

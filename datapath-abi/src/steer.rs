@@ -25,8 +25,8 @@ pub const fn steer_slot(worker: u32, ipv6: bool, udp: bool) -> u32 {
 
 /// `STEER_CONFIG[0]`.
 ///
-/// Layout (16 bytes, align 4): `workers u32 (0: no userspace, proxied flows pass untouched), tproxy_mark u32,
-/// daemon_mark u32, flags u32 (STEER_F_*)`.
+/// Layout (20 bytes, align 4): `workers u32 (0: no userspace, proxied flows pass untouched), tproxy_mark u32,
+/// daemon_mark u32, flags u32 (STEER_F_*), local_ifindex u32 (0: gateway-originated flows are not steered)`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SteerConfig {
@@ -38,10 +38,23 @@ pub struct SteerConfig {
     pub daemon_mark: u32,
     /// `STEER_F_*`.
     pub flags: u32,
+    /// The local steering device: WAN egress redirects proxied gateway-originated packets to its ingress.
+    pub local_ifindex: u32,
 }
-assert_layout!(SteerConfig, size = 16, align = 4);
+assert_layout!(SteerConfig, size = 20, align = 4);
 assert_offset!(SteerConfig, daemon_mark, 8);
 assert_offset!(SteerConfig, flags, 12);
+assert_offset!(SteerConfig, local_ifindex, 16);
+
+/// Gateway-originated proxied packets cannot be assigned to a socket at egress (`bpf_sk_assign` works at tc
+/// ingress only). WAN egress marks them `tproxy_mark | LOCAL_STEER | first? | worker-slot` and redirects them to
+/// the ingress of the local steering device, whose program assigns the first packet to the worker socket in the
+/// slot and leaves `tproxy_mark` for policy routing. The low 16 bits of the mark carry the slot.
+pub const LOCAL_STEER: u32 = 1 << 15;
+/// With [`LOCAL_STEER`]: the flow's first packet (TCP SYN, any UDP datagram): assign it.
+pub const LOCAL_STEER_FIRST: u32 = 1 << 14;
+/// With [`LOCAL_STEER`]: the sockmap slot (`steer_slot`) of the worker socket.
+pub const LOCAL_STEER_SLOT: u32 = 0x0FFF;
 
 /// [`SteerConfig::flags`]: the DNS forwarder runs; steer LAN DNS (decision `outbound::DNS`) to the workers.
 pub const STEER_F_DNS: u32 = 1 << 0;

@@ -81,6 +81,14 @@ pub fn tc_wan_egress_l3(skb: *mut __sk_buff) -> i32 {
     tc::wan_egress::<false>(skb)
 }
 
+/// tc ingress of the local steering device: gateway-originated proxied packets, redirected here by WAN egress,
+/// are assigned to their worker's socket.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "classifier")]
+pub fn tc_local_ingress(skb: *mut __sk_buff) -> i32 {
+    steer::local_ingress(skb)
+}
+
 /// Writes the tick count into `CLOCK_PROBE`. Loaded, never attached: the daemon test-runs it to learn the tick
 /// rate and to sample ticks against its own clock.
 #[unsafe(no_mangle)]

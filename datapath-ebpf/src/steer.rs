@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use datapath_abi::{
     Counter,
-    steer::{STEER_F_DNS, steer_slot},
+    steer::{LOCAL_STEER, LOCAL_STEER_FIRST, LOCAL_STEER_SLOT, STEER_F_DNS, steer_slot},
 };
 
 use crate::{
@@ -65,4 +65,66 @@ pub fn from_daemon(skb: *mut __sk_buff) -> bool {
     // SAFETY: context field readable by tc programs.
     let mark = unsafe { (*skb).mark };
     cfg.daemon_mark != 0 && mark & cfg.daemon_mark == cfg.daemon_mark
+}
+
+/// `TC_ACT_UNSPEC`.
+const TC_ACT_UNSPEC: i32 = -1;
+
+/// WAN egress, a gateway-originated proxied packet: marks it for the local steering device (the worker slot,
+/// whether to assign) and redirects it to that device's ingress. `None` when nothing steers (no workers, no
+/// device): the packet passes untouched (fail-open).
+#[inline(always)]
+pub fn redirect_local(skb: *mut __sk_buff, hash: u32, ipv6: bool, udp: bool, first: bool) -> Option<i32> {
+    let cfg = STEER_CONFIG.get(0)?;
+    if cfg.workers == 0 || cfg.local_ifindex == 0 {
+        return None;
+    }
+    let slot = steer_slot(hash % cfg.workers, ipv6, udp) & LOCAL_STEER_SLOT;
+    let mark = cfg.tproxy_mark | LOCAL_STEER | if first { LOCAL_STEER_FIRST } else { 0 } | slot;
+    // SAFETY: `mark` is writable by tc programs.
+    unsafe { (*skb).mark = mark };
+    // SAFETY: a plain helper call; BPF_F_INGRESS (1) delivers to the device's receive path.
+    let rc = unsafe { aya_ebpf::helpers::bpf_redirect(cfg.local_ifindex, 1) };
+    Some(rc as i32)
+}
+
+/// Ingress of the local steering device: assigns a redirected first packet to the worker socket its mark names,
+/// and leaves only `tproxy_mark` so policy routing delivers it locally. Anything else passes untouched.
+#[inline(always)]
+pub fn local_ingress(skb: *mut __sk_buff) -> i32 {
+    let Some(cfg) = STEER_CONFIG.get(0) else { return TC_ACT_UNSPEC };
+    // SAFETY: context field readable by tc programs.
+    let mark = unsafe { (*skb).mark };
+    if cfg.tproxy_mark == 0 || mark & LOCAL_STEER == 0 || mark & cfg.tproxy_mark == 0 {
+        return TC_ACT_UNSPEC;
+    }
+    // SAFETY: `mark` is writable by tc programs.
+    unsafe { (*skb).mark = cfg.tproxy_mark };
+    // The frame still carries the WAN next hop's MAC, so the receive path took it for another host's
+    // (PACKET_OTHERHOST), which IP drops: it is for us.
+    // SAFETY: a plain helper call on our packet; PACKET_HOST is 0.
+    unsafe { aya_ebpf::helpers::bpf_skb_change_type(skb, 0) };
+    if mark & LOCAL_STEER_FIRST == 0 {
+        return TC_ACT_UNSPEC;
+    }
+    let slot = mark & LOCAL_STEER_SLOT;
+    // SAFETY: as in `steer`.
+    let sk = unsafe {
+        bpf_map_lookup_elem(core::ptr::addr_of!(STEER_SOCKS).cast_mut().cast(), core::ptr::addr_of!(slot).cast())
+    }
+    .cast::<bpf_sock>();
+    if sk.is_null() {
+        counters::bump(Counter::SteerNoSocket);
+        return TC_ACT_UNSPEC;
+    }
+    // SAFETY: sk is a live referenced socket; assign then release our reference.
+    let rc = unsafe { bpf_sk_assign(skb.cast(), sk.cast(), 0) };
+    // SAFETY: as above.
+    unsafe { bpf_sk_release(sk.cast()) };
+    if rc != 0 {
+        counters::bump(Counter::SteerNoSocket);
+    } else {
+        counters::bump(Counter::Steered);
+    }
+    TC_ACT_UNSPEC
 }

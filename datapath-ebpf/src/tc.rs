@@ -100,7 +100,7 @@ fn tag<const L2: bool>(skb: *mut __sk_buff, place: Place, now: u64, refresh: u64
     let decision = flow::record(&key, tcp_flags, len, place, now, refresh, routed, egress);
     let udp = key.l4_proto != IPPROTO_TCP;
     let first = udp || tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-    apply(skb, decision, place.direction, h.version == 6, udp, first)
+    apply(skb, decision, place.direction, h.version == 6, udp, first, L2)
 }
 
 const IPPROTO_TCP: u8 = 6;
@@ -117,13 +117,22 @@ fn apply(
     ipv6: bool,
     udp: bool,
     first: bool,
+    l2: bool,
 ) -> i32 {
     if decision.outbound == outbound::BLOCK {
         counters::bump(Counter::Blocked);
         return TC_ACT_SHOT;
     }
     let proxied = (outbound::GROUP_BASE..=outbound::GROUP_MAX).contains(&decision.outbound);
-    // Gateway-originated proxied flows are not steered yet: they leave direct (see docs/gateway.md).
+    // Gateway-originated proxied flows go to the workers through the local steering device (DNS the gateway
+    // itself sends is not intercepted). The device is Ethernet: packets of an L3 WAN leave direct.
+    if proxied && direction == Direction::WanOut && l2 {
+        let began_with_syn = udp || decision.flags & FLOW_F_TCP_SYN != 0;
+        if began_with_syn && let Some(verdict) = steer::redirect_local(skb, decision.hash, ipv6, udp, first) {
+            return verdict;
+        }
+        return TC_ACT_UNSPEC;
+    }
     if (proxied || decision.outbound == outbound::DNS) && direction == Direction::LanIn {
         let began_with_syn = decision.flags & FLOW_F_TCP_SYN != 0;
         steer::steer(skb, decision.hash, ipv6, udp, first, began_with_syn, proxied);

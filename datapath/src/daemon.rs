@@ -25,7 +25,7 @@ use crate::{
     attach::{Attacher, Roles, TcAttach, XdpAttach},
     clock::{self, monotonic_coarse_ns},
     flows,
-    gateway::{self, Gateway},
+    gateway::{self, Gateway, local::LocalSteering},
     links::{Framing, LinkCache, LinkChange, LinkTable},
     maps::Maps,
     netlink::{self, LinkEvent, LinkMonitor},
@@ -82,6 +82,8 @@ struct Control {
     generation: u64,
     status: StatusFile,
     gateway: Gateway,
+    /// The device gateway-originated proxied flows are steered through.
+    local: Option<LocalSteering>,
     lo: u32,
 }
 
@@ -108,7 +110,7 @@ pub async fn run(validated: Validated, opts: RunOptions) -> anyhow::Result<()> {
     });
     let replies = Arc::new(gateway::dns::Replies::default());
     let intercept = start_dns(&validated, &router, &maps, loaded.flow_hash_seed, daemon_mark, &replies)?;
-    let gateway =
+    let mut gateway =
         Gateway::start(&mut loaded.ebpf, DEFAULT_TPROXY_MARK, daemon_mark, relay_cx, intercept, replies, &cache)?;
     let mut attacher = Attacher::new(loaded, opts.tc, opts.xdp);
     match attacher.attach_cgroup() {
@@ -125,6 +127,17 @@ pub async fn run(validated: Validated, opts: RunOptions) -> anyhow::Result<()> {
     cache.replace_all(netlink::dump_links(&handle).await?);
     let lo = cache.snapshot().by_name("lo").map_or(1, |l| l.index);
     gateway::policy::install(&handle, gateway.tproxy_mark, TPROXY_TABLE, lo).await?;
+    let tcx = attacher.uses_tcx();
+    let local = match LocalSteering::create(&handle, attacher.ebpf_mut(), instance.name(), tcx).await {
+        Ok(local) => {
+            gateway.set_local_ifindex(local.ifindex)?;
+            Some(local)
+        }
+        Err(e) => {
+            warn!(error = %e, "gateway-originated flows routed to a group leave direct: no local steering device");
+            None
+        }
+    };
     let pid = std::process::id();
     let mut control = Control {
         attacher,
@@ -142,6 +155,7 @@ pub async fn run(validated: Validated, opts: RunOptions) -> anyhow::Result<()> {
         generation: 0,
         status: StatusFile::new(instance.name()),
         gateway,
+        local,
         lo,
     };
     control.publish(compiled)?;
@@ -446,6 +460,9 @@ impl Control {
             error!(error = %e, "closing the gate");
         }
         self.gateway.stop();
+        if let Some(mut local) = self.local.take() {
+            local.remove(&self.handle, self.attacher.ebpf_mut()).await;
+        }
         gateway::policy::remove(&self.handle, self.gateway.tproxy_mark, TPROXY_TABLE, self.lo).await;
         let indexes: Vec<u32> = self.attacher.attachments().map(|a| a.ifindex).collect();
         for ifindex in indexes {

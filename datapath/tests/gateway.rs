@@ -267,3 +267,72 @@ fn proxied_udp_is_relayed_in_sessions_directly_and_through_a_socks5_udp_associat
     assert_eq!(stats["udp_replied"], 6, "{stats}");
     assert_eq!(stats["udp_dropped"], 0, "{stats}");
 }
+
+#[test]
+fn gateway_originated_flows_are_proxied_by_pname_and_by_wan_interface() {
+    let test = "gateway_originated_flows_are_proxied_by_pname_and_by_wan_interface";
+    if skip_unless_root(test) {
+        return;
+    }
+    for tool in ["danted", "socat"] {
+        if !bench_lab::dns::have(tool) {
+            eprintln!("SKIP {test}: `{tool}` is not installed (scripts/setup.sh installs it)");
+            return;
+        }
+    }
+    let topo = Topology::client_gateway_server().unwrap();
+    let lan = topo.lan();
+    let (server_v4, server_v6) = (IpAddr::from(topo.server_v4), IpAddr::from(topo.server_v6));
+    for ip in [server_v4, server_v6] {
+        for port in [5531, 5532, 5534] {
+            who_am_i_server(&topo.server, SocketAddr::new(ip, port));
+        }
+        udp_who_am_i_server(&topo.server, SocketAddr::new(ip, 5533));
+    }
+    let _socks = proxies::danted(&topo.server, server_v4, 1080, &[server_v4, server_v6]).unwrap();
+    let config = format!(
+        "global {{\n  lan_interface: {lan_if}\n  wan_interface: {wan_if}\n}}\nnode {{\n  socks: 'socks5://{server_v4}:1080'\n}}\n\
+         group {{\n  proxy {{\n    policy: fixed(0)\n  }}\n}}\n\
+         routing {{\n  pname(socat) && dport(5531) -> proxy\n  interface(wan: {wan_if}) && dport(5532, 5533) -> proxy\n  \
+         fallback: direct\n}}\n",
+        lan_if = lan.gateway_if,
+        wan_if = topo.wan_if,
+    );
+    let mut daemon = Daemon::start(&dae(), &topo.gateway, &config, &[]).unwrap();
+    let context = |daemon: &Daemon| format!("stats {:?}; log:\n{}", daemon.stats(), daemon.log());
+    let socat = |to: SocketAddr| {
+        let target = if to.is_ipv4() { format!("TCP4:{to}") } else { format!("TCP6:{to}") };
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", topo.gateway.path().display()))
+            .args(["--", "socat", "-T", "3", "-u", &target, "-"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("socat runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for (server, wan) in
+        [(server_v4, IpAddr::from(topo.gateway_wan_v4)), (server_v6, IpAddr::from(topo.gateway_wan_v6))]
+    {
+        // By process name: socat's connection goes through the proxy, this test process's does not.
+        let by_pname = socat(SocketAddr::new(server, 5531));
+        assert_eq!(by_pname, server.to_string(), "pname(socat) proxied: {}", context(&daemon));
+        assert_eq!(seen_as(&topo.gateway, SocketAddr::new(server, 5531)).unwrap(), wan.to_string(), "another process");
+        // By WAN interface, TCP and UDP.
+        let by_wan = seen_as(&topo.gateway, SocketAddr::new(server, 5532))
+            .unwrap_or_else(|e| panic!("{e}; {}", context(&daemon)));
+        assert_eq!(by_wan, server.to_string(), "interface(wan: ..) proxied");
+        let (seen, from) = udp_seen_as(&topo.gateway, SocketAddr::new(server, 5533))
+            .unwrap_or_else(|e| panic!("{e}; {}", context(&daemon)));
+        assert_eq!(seen, server.to_string(), "UDP proxied");
+        assert_eq!(from, SocketAddr::new(server, 5533), "the answer comes from the server asked");
+        // Anything else leaves directly.
+        assert_eq!(seen_as(&topo.gateway, SocketAddr::new(server, 5534)).unwrap(), wan.to_string());
+    }
+    let stats = daemon.stats().unwrap();
+    assert_eq!(stats["steer_no_socket"], 0, "{stats}");
+    let (device, _) = datapath::gateway::local::device_names(daemon.instance());
+    let links = |ns: &Netns| String::from_utf8_lossy(&ns.ip(&["-o", "link"]).unwrap().stdout).into_owned();
+    assert!(links(&topo.gateway).contains(&device), "the local steering device exists while dae runs");
+    assert!(daemon.stop().unwrap().success());
+    assert!(!links(&topo.gateway).contains(&device), "and is deleted at exit");
+}

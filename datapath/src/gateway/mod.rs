@@ -6,6 +6,7 @@
 //! issue 4's remaining work.
 
 pub mod dns;
+pub mod local;
 pub mod policy;
 pub mod udp;
 pub mod worker;
@@ -49,6 +50,7 @@ pub enum GatewayError {
 /// The running workers and the steering maps.
 pub struct Gateway {
     config: Array<MapData, SteerConfig>,
+    steer: SteerConfig,
     _socks: SockMap<MapData>,
     workers: Vec<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
@@ -120,9 +122,8 @@ impl Gateway {
             }
         }
         let flags = if dns.is_some() { STEER_F_DNS } else { 0 };
-        config
-            .set(0, SteerConfig { workers: count, tproxy_mark, daemon_mark, flags }, 0)
-            .map_err(|source| GatewayError::Op { name: MAP_STEER_CONFIG, source })?;
+        let steer = SteerConfig { workers: count, tproxy_mark, daemon_mark, flags, local_ifindex: 0 };
+        config.set(0, steer, 0).map_err(|source| GatewayError::Op { name: MAP_STEER_CONFIG, source })?;
         info!(
             workers = count,
             tproxy_mark,
@@ -133,7 +134,19 @@ impl Gateway {
         for group in relay.outbounds.groups().iter().filter(|group| group.nodes.is_empty()) {
             warn!(group = %group.name, "group has no node: connections routed to it are refused");
         }
-        Ok(Self { config, _socks: socks, workers, stop, dns, relay, udp, _checker: checker, tproxy_mark, daemon_mark })
+        Ok(Self {
+            config,
+            steer,
+            _socks: socks,
+            workers,
+            stop,
+            dns,
+            relay,
+            udp,
+            _checker: checker,
+            tproxy_mark,
+            daemon_mark,
+        })
     }
 
     /// The userspace counters: TCP relay, UDP sessions, intercepted DNS and the forwarder (summed over workers).
@@ -165,6 +178,12 @@ impl Gateway {
             ]);
         }
         counters
+    }
+
+    /// Steers gateway-originated proxied flows through the local device `ifindex` (0: not at all).
+    pub fn set_local_ifindex(&mut self, ifindex: u32) -> Result<(), GatewayError> {
+        self.steer.local_ifindex = ifindex;
+        self.config.set(0, self.steer, 0).map_err(|source| GatewayError::Op { name: MAP_STEER_CONFIG, source })
     }
 
     /// Stops steering (the kernel lets proxied flows pass untouched again).
