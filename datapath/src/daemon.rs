@@ -107,6 +107,8 @@ pub async fn run(validated: Validated, opts: RunOptions) -> anyhow::Result<()> {
         seed: loaded.flow_hash_seed,
         daemon_mark,
         counters: Default::default(),
+        sniffing: arc_swap::ArcSwap::from_pointee(sniffing_of(&validated)),
+        router: Arc::clone(&router),
     });
     let replies = Arc::new(gateway::dns::Replies::default());
     let intercept = start_dns(&validated, &router, &maps, loaded.flow_hash_seed, daemon_mark, &replies)?;
@@ -207,6 +209,15 @@ pub async fn run(validated: Validated, opts: RunOptions) -> anyhow::Result<()> {
     counters_file.remove();
     drop(instance);
     outcome.map(|_| ())
+}
+
+/// How the workers sniff and re-route by name under `validated`.
+fn sniffing_of(validated: &Validated) -> gateway::worker::Sniffing {
+    gateway::worker::Sniffing {
+        rules: config::rules::Compiled::new(&validated.rules),
+        dial_mode: validated.config.global.dial_mode,
+        timeout: validated.config.global.sniffing_timeout,
+    }
 }
 
 /// The groups of a configuration, in the order the kernel numbers them.
@@ -311,6 +322,7 @@ impl Control {
                     self.status.write(self.generation, Some(&format!("{e:#}")));
                     return;
                 }
+                self.gateway.relay.sniffing.store(Arc::new(sniffing_of(&validated)));
                 self.selection = Selection::from_global(&validated.config.global);
                 self.refresh_auto_wan().await;
                 self.reconcile(Verify::None).await;

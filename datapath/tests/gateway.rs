@@ -336,3 +336,67 @@ fn gateway_originated_flows_are_proxied_by_pname_and_by_wan_interface() {
     assert!(daemon.stop().unwrap().success());
     assert!(!links(&topo.gateway).contains(&device), "and is deleted at exit");
 }
+
+/// Sends an HTTP/1 request for `host` from `ns` to `to` and returns what the server says the peer is.
+fn http_seen_as(ns: &Netns, to: SocketAddr, host: &str) -> std::io::Result<String> {
+    let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: dae-rs-test\r\n\r\n");
+    ns.run_in(move || -> std::io::Result<String> {
+        let mut stream = TcpStream::connect_timeout(&to, Duration::from_secs(3))?;
+        stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+        stream.write_all(request.as_bytes())?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text)?;
+        Ok(text)
+    })?
+}
+
+#[test]
+fn a_sniffed_name_reroutes_the_connection_and_is_dialed_by_name() {
+    let test = "a_sniffed_name_reroutes_the_connection_and_is_dialed_by_name";
+    if skip_unless_root(test) {
+        return;
+    }
+    if !bench_lab::dns::have("microsocks") {
+        eprintln!("SKIP {test}: `microsocks` is not installed (scripts/setup.sh installs it)");
+        return;
+    }
+    let topo = Topology::client_gateway_server().unwrap();
+    let lan = topo.lan();
+    let server = IpAddr::from(topo.server_v4);
+    // Every address of the server namespace, loopback included (what a proxy resolving `localhost` reaches).
+    who_am_i_server(&topo.server, "0.0.0.0:5541".parse().unwrap());
+    let _socks = proxies::microsocks(&topo.server, server, 1080).unwrap();
+    let config = format!(
+        "global {{\n  lan_interface: {}\n  wan_interface: {}\n  dial_mode: domain++\n  sniffing_timeout: 200ms\n}}\n\
+         node {{\n  socks: 'socks5://{server}:1080'\n}}\ngroup {{\n  proxy {{\n    policy: fixed(0)\n  }}\n}}\n\
+         routing {{\n  domain(full: blocked.example) -> block\n  domain(suffix: direct.example) -> direct\n  \
+         dport(5541) -> proxy\n  fallback: direct\n}}\n",
+        lan.gateway_if, topo.wan_if
+    );
+    let daemon = Daemon::start(&dae(), &topo.gateway, &config, &[]).unwrap();
+    let context = |daemon: &Daemon| format!("stats {:?}; log:\n{}", daemon.stats(), daemon.log());
+    let to = SocketAddr::new(server, 5541);
+    // No name in the kernel's view: proxied. The sniffed Host is dialed by name: the proxy resolves
+    // `localhost` in its own namespace and reaches the server over loopback.
+    let seen = http_seen_as(&lan.client, to, "localhost").unwrap_or_else(|e| panic!("{e}; {}", context(&daemon)));
+    assert_eq!(seen, "127.0.0.1", "dialed by name through the proxy: {}", context(&daemon));
+    // The sniffed name routes it direct: the gateway dials the original address itself.
+    let seen = http_seen_as(&lan.client, to, "www.direct.example").unwrap();
+    assert_eq!(seen, topo.gateway_wan_v4.to_string(), "re-routed direct by the name");
+    // The sniffed name blocks it.
+    let blocked = http_seen_as(&lan.client, to, "blocked.example");
+    assert!(
+        blocked.as_ref().is_err() || blocked.as_ref().is_ok_and(String::is_empty),
+        "re-routed to block: {blocked:?}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let stats = loop {
+        let stats = daemon.stats().unwrap();
+        if stats["relay_rerouted"].as_u64().unwrap_or(0) >= 2 || std::time::Instant::now() > deadline {
+            break stats;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(stats["relay_sniffed"], 3, "{stats}");
+    assert_eq!(stats["relay_rerouted"], 2, "{stats}");
+}

@@ -158,6 +158,8 @@ impl Gateway {
             ("relay_no_alive_node", tcp.no_alive_node.load(Relaxed)),
             ("relay_dial_failed", tcp.dial_failed.load(Relaxed)),
             ("relay_untagged", tcp.untagged.load(Relaxed)),
+            ("relay_sniffed", tcp.sniffed.load(Relaxed)),
+            ("relay_rerouted", tcp.rerouted.load(Relaxed)),
             ("udp_sessions", udp.sessions.load(Relaxed)),
             ("udp_forwarded", udp.forwarded.load(Relaxed)),
             ("udp_replied", udp.replied.load(Relaxed)),

@@ -17,13 +17,36 @@ use std::{
     time::Duration,
 };
 
-use datapath_abi::{FlowKey, flow::flow_hash, route::outbound};
-use relay::outbound::{Node, Outbounds};
+use arc_swap::ArcSwap;
+use config::rules::{Compiled, L4, Packet, PacketDirection, Target as RuleTarget, Verdict};
+use datapath_abi::{Direction, FlowKey, FlowTag, flow::flow_hash, route::outbound};
+use relay::{
+    outbound::{Node, Outbounds, Target},
+    sniff::{
+        route::{DialMode, DialTarget, Transport, decide, should_sniff},
+        tcp::{TcpDecision, TcpSniffer},
+    },
+};
 use socket2::{Domain, Socket, Type};
 use tracing::{debug, warn};
 
 use super::dns::{DNS_PORT, Intercept, serve_tcp};
-use crate::{flow_table::FlowTable, links::LinkReader};
+use crate::{flow_table::FlowTable, links::LinkReader, routing::Router};
+
+/// How a sniffed name routes: the userspace matcher over the running rules, `dial_mode`, `sniffing_timeout`.
+/// Replaced on reload.
+#[derive(Debug)]
+pub struct Sniffing {
+    /// The running routing rules, for re-routing by the sniffed name.
+    pub rules: Compiled,
+    /// `dial_mode`.
+    pub dial_mode: DialMode,
+    /// `sniffing_timeout`.
+    pub timeout: Duration,
+}
+
+/// Bytes of a client's first flight looked at for a name (a ClientHello with large key shares fits).
+const SNIFF_BYTES: usize = 16 * 1024;
 
 /// How long an outbound dial may take (dae: 8 s).
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(8);
@@ -67,6 +90,10 @@ pub struct RelayContext {
     pub daemon_mark: u32,
     /// Counters.
     pub counters: RelayCounters,
+    /// Sniffing and re-routing by name.
+    pub sniffing: ArcSwap<Sniffing>,
+    /// The kernel routing state: which names DNS answers gave an address (`dial_mode: domain` verification).
+    pub router: Arc<std::sync::Mutex<Router>>,
 }
 
 /// What the relay counts (`dae stats`).
@@ -80,6 +107,10 @@ pub struct RelayCounters {
     pub dial_failed: AtomicU64,
     /// Steered connections without a flow tag (relayed direct).
     pub untagged: AtomicU64,
+    /// Connections whose first bytes gave a name (TLS SNI, HTTP Host).
+    pub sniffed: AtomicU64,
+    /// Connections the sniffed name routed elsewhere than the kernel did.
+    pub rerouted: AtomicU64,
 }
 
 /// Accepts steered connections forever, relaying each on its own threads; connections to port 53 go to the DNS
@@ -97,7 +128,10 @@ pub fn serve(listener: TcpListener, relay_cx: Arc<RelayContext>, dns: Option<Arc
                             let mut reader = links.lock().unwrap_or_else(|e| e.into_inner()).clone();
                             serve_tcp(client, peer, &intercept, &mut reader)
                         }
-                        _ => relay(client, peer, &relay_cx),
+                        _ => {
+                            let mut reader = links.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                            relay(client, peer, &relay_cx, &mut reader)
+                        }
                     };
                     if let Err(e) = result {
                         debug!(%peer, error = %e, "relay ended");
@@ -112,6 +146,14 @@ pub fn serve(listener: TcpListener, relay_cx: Arc<RelayContext>, dns: Option<Arc
     }
 }
 
+fn same_choice(a: &Choice<'_>, b: &Choice<'_>) -> bool {
+    match (a, b) {
+        (Choice::Group(a), Choice::Group(b)) => a.name == b.name,
+        (Choice::Direct, Choice::Direct) | (Choice::Block, Choice::Block) => true,
+        _ => false,
+    }
+}
+
 /// Refuses a client: an RST rather than a FIN, so it does not wait for data that will never come.
 fn refuse(client: &TcpStream) {
     if let Ok(dup) = client.try_clone() {
@@ -119,24 +161,141 @@ fn refuse(client: &TcpStream) {
     }
 }
 
-fn relay(client: TcpStream, peer: SocketAddr, cx: &RelayContext) -> io::Result<()> {
+/// Where a connection goes.
+enum Choice<'a> {
+    Group(&'a relay::outbound::Group),
+    Direct,
+    Block,
+}
+
+/// Peeks at the client's first bytes (without consuming them) until the sniffer names the server or gives up.
+fn sniff(client: &TcpStream, port: u16, timeout: Duration) -> Option<String> {
+    let mut sniffer = TcpSniffer::new(port, timeout, std::time::Instant::now());
+    let mut buf = vec![0u8; SNIFF_BYTES];
+    let mut seen = 0;
+    let name = loop {
+        let now = std::time::Instant::now();
+        let remaining = sniffer.deadline().saturating_duration_since(now);
+        let _ = client.set_read_timeout(Some(remaining.max(Duration::from_millis(1))));
+        match client.peek(&mut buf) {
+            Ok(0) => break None,
+            Ok(n) if n == seen && n < buf.len() => {
+                // Nothing new yet: the peek returned what it had; wait a little for the rest of the flight.
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Ok(n) => seen = n,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(_) => break None,
+        }
+        match sniffer.poll(&buf[..seen], std::time::Instant::now()) {
+            TcpDecision::NeedMore { .. } if seen < buf.len() => continue,
+            TcpDecision::Name { name, .. } => break Some(name),
+            _ => break None,
+        }
+    };
+    let _ = client.set_read_timeout(None);
+    name
+}
+
+/// The kernel's choice for the flow.
+fn kernel_choice<'a>(cx: &'a RelayContext, tag: Option<&FlowTag>) -> Option<Choice<'a>> {
+    let tag = tag?;
+    (outbound::GROUP_BASE..=outbound::GROUP_MAX)
+        .contains(&tag.outbound)
+        .then(|| cx.outbounds.groups().get(usize::from(tag.outbound - outbound::GROUP_BASE)).map(Choice::Group))?
+}
+
+/// Routes again with a sniffed `name` through the userspace matcher (the packet as the kernel saw it, minus what
+/// userspace does not know: MAC, DSCP, process name).
+fn reroute<'a>(
+    cx: &'a RelayContext,
+    rules: &Compiled,
+    tag: &FlowTag,
+    peer: SocketAddr,
+    target: SocketAddr,
+    name: &str,
+    links: &mut LinkReader,
+) -> Option<Choice<'a>> {
+    let (direction, ifindex) = if tag.direction == Direction::WanOut as u8 {
+        (PacketDirection::WanOut, tag.egress_ifindex)
+    } else {
+        (PacketDirection::LanIn, tag.ingress_ifindex)
+    };
+    let interface = links.name(ifindex).map(str::to_owned);
+    let domains = [name];
+    let packet = Packet {
+        direction,
+        interface: interface.as_deref(),
+        src: peer.ip(),
+        dst: target.ip(),
+        sport: peer.port(),
+        dport: target.port(),
+        l4: L4::Tcp,
+        dscp: 0,
+        mac: None,
+        pname: None,
+        domains: &domains,
+    };
+    match rules.route(&packet) {
+        Verdict::Outbound(decided) => Some(match decided.target {
+            RuleTarget::Direct => Choice::Direct,
+            RuleTarget::Block => Choice::Block,
+            RuleTarget::Group(group) => Choice::Group(cx.outbounds.group(&group)?),
+        }),
+        Verdict::Dns => None,
+    }
+}
+
+fn relay(client: TcpStream, peer: SocketAddr, cx: &RelayContext, links: &mut LinkReader) -> io::Result<()> {
     // A transparent accept keeps the client's original destination as the local address.
     let target = client.local_addr()?;
     let key = FlowKey::new(peer.ip(), peer.port(), target.ip(), target.port(), libc::IPPROTO_TCP as u8);
-    let group = match cx.flows.lookup(&key, cx.seed) {
-        Some(tag) if (outbound::GROUP_BASE..=outbound::GROUP_MAX).contains(&tag.outbound) => {
-            cx.outbounds.groups().get(usize::from(tag.outbound - outbound::GROUP_BASE))
+    let tag = cx.flows.lookup(&key, cx.seed);
+    let mut choice = kernel_choice(cx, tag.as_ref()).unwrap_or_else(|| {
+        cx.counters.untagged.fetch_add(1, Ordering::Relaxed);
+        Choice::Direct
+    });
+    let sniffing = cx.sniffing.load();
+    let sniffed = match (&tag, &choice) {
+        (Some(_), Choice::Group(_))
+            if should_sniff(sniffing.dial_mode, Transport::Tcp, target.port(), false, sniffing.timeout) =>
+        {
+            sniff(&client, target.port(), sniffing.timeout)
         }
-        _ => {
-            cx.counters.untagged.fetch_add(1, Ordering::Relaxed);
-            None
-        }
+        _ => None,
     };
-    let dialed = match group {
-        Some(group) => match group.pick(cx.outbounds.health(), u64::from(flow_hash(&key, cx.seed))) {
+    let mut dial_to = Target::Addr(target);
+    if let (Some(name), Some(tag)) = (sniffed.as_deref(), &tag) {
+        cx.counters.sniffed.fetch_add(1, Ordering::Relaxed);
+        let mapped = match target.ip() {
+            std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            std::net::IpAddr::V6(v6) => v6.octets(),
+        };
+        let verified = cx
+            .router
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .names_of(&mapped)
+            .is_some_and(|names| names.iter().any(|known| known == name));
+        let decision = decide(sniffing.dial_mode, Transport::Tcp, target, Some(name), verified);
+        if let Some(name) = decision.reroute
+            && let Some(again) = reroute(cx, &sniffing.rules, tag, peer, target, name, links)
+        {
+            if !same_choice(&again, &choice) {
+                cx.counters.rerouted.fetch_add(1, Ordering::Relaxed);
+                debug!(%peer, %target, name, "re-routed by the sniffed name");
+            }
+            choice = again;
+        }
+        if let DialTarget::Domain { name, port } = decision.dial {
+            dial_to = Target::Domain { name, port, addr: target };
+        }
+    }
+    let dialed = match choice {
+        Choice::Group(group) => match group.pick(cx.outbounds.health(), u64::from(flow_hash(&key, cx.seed))) {
             Ok(node) => {
                 debug!(%peer, %target, group = %group.name, node = cx.outbounds.node_name(node), "relaying");
-                cx.outbounds.dial(node, target, DIAL_TIMEOUT)
+                cx.outbounds.dial_target(node, dial_to, DIAL_TIMEOUT)
             }
             Err(e) => {
                 cx.counters.no_alive_node.fetch_add(1, Ordering::Relaxed);
@@ -145,8 +304,13 @@ fn relay(client: TcpStream, peer: SocketAddr, cx: &RelayContext) -> io::Result<(
                 return Ok(());
             }
         },
-        // No tag (evicted, or steered before a reload): the gateway's own connection, as `direct` would.
-        None => relay::outbound::dial(&Node::Direct, target, cx.daemon_mark, DIAL_TIMEOUT),
+        // Direct (no tag: evicted, or steered before a reload; or a name routed it direct): the gateway's own
+        // connection to the original address.
+        Choice::Direct => relay::outbound::dial(&Node::Direct, target, cx.daemon_mark, DIAL_TIMEOUT),
+        Choice::Block => {
+            refuse(&client);
+            return Ok(());
+        }
     };
     let upstream = match dialed {
         Ok(upstream) => upstream,

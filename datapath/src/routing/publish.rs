@@ -290,6 +290,11 @@ impl Router {
         Ok(())
     }
 
+    /// The names DNS answers gave `addr` (16 bytes, IPv4 mapped), if any.
+    pub fn names_of(&self, addr: &[u8; 16]) -> Option<&[String]> {
+        self.domains.get(addr).map(Vec::as_slice)
+    }
+
     /// The addresses with names from DNS answers.
     pub fn domain_count(&self) -> usize {
         self.domains.len()

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use super::Target;
 use super::dial::{Deadline, DeadlineIo, connect_endpoint, with_deadline};
 use super::link::{Credentials, Proxy};
 
@@ -66,7 +67,12 @@ impl From<HttpError> for io::Error {
 
 /// `CONNECT ip:port HTTP/1.1` with a `Host` header and, given credentials, `Proxy-Authorization: Basic`.
 pub fn encode_connect(target: SocketAddr, credentials: Option<&Credentials>) -> Vec<u8> {
-    let mut request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
+    encode_connect_to(&target.to_string(), credentials)
+}
+
+/// [`encode_connect`] to `authority` (`host:port`, `[v6]:port` or `name:port`).
+pub fn encode_connect_to(authority: &str, credentials: Option<&Credentials>) -> Vec<u8> {
+    let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
     if let Some(credentials) = credentials {
         let token = base64(format!("{}:{}", credentials.username, credentials.password).as_bytes());
         request.push_str(&format!("Proxy-Authorization: Basic {token}\r\n"));
@@ -134,10 +140,13 @@ fn read_head(io: &mut DeadlineIo<'_>) -> io::Result<Vec<u8>> {
 }
 
 /// Connects to `proxy` and asks it to CONNECT to `target`; every step finishes within `timeout`.
-pub(crate) fn connect(proxy: &Proxy, target: SocketAddr, mark: u32, timeout: Duration) -> io::Result<TcpStream> {
+pub(crate) fn connect(proxy: &Proxy, target: Target<'_>, mark: u32, timeout: Duration) -> io::Result<TcpStream> {
     let deadline = Deadline::after(timeout);
     let mut stream = connect_endpoint(&proxy.server, mark, &deadline)?;
-    let request = encode_connect(target, proxy.credentials.as_ref());
+    let request = match target {
+        Target::Addr(addr) => encode_connect(addr, proxy.credentials.as_ref()),
+        Target::Domain { name, port, .. } => encode_connect_to(&format!("{name}:{port}"), proxy.credentials.as_ref()),
+    };
     with_deadline(&mut stream, &deadline, |io| {
         io.write_all(&request)?;
         let head = read_head(io)?;

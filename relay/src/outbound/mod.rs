@@ -62,6 +62,23 @@ impl NodeId {
     }
 }
 
+/// What a dial asks the outbound to reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// An address.
+    Addr(SocketAddr),
+    /// A domain name and port, for a proxy to resolve (`dial_mode: domain`); `addr` is the original destination,
+    /// which a direct dial uses.
+    Domain {
+        /// The name.
+        name: &'a str,
+        /// The port.
+        port: u16,
+        /// The original destination.
+        addr: SocketAddr,
+    },
+}
+
 /// Opens a TCP connection to `target` through `node`: the socket gets SO_MARK `mark` (0: left unset; setting
 /// it needs CAP_NET_ADMIN), connects to the proxy and completes the proxy handshake, all within `timeout`.
 /// The returned stream is blocking with no timeouts set, positioned at the first byte from the target.
@@ -70,8 +87,18 @@ impl NodeId {
 /// meaningful kinds: `TimedOut`, `ConnectionRefused` (also when the proxy reports the target refused),
 /// `PermissionDenied` (authentication failed, ruleset, `block`), `HostUnreachable`, ...
 pub fn dial(node: &Node, target: SocketAddr, mark: u32, timeout: Duration) -> io::Result<TcpStream> {
+    dial_target(node, Target::Addr(target), mark, timeout)
+}
+
+/// [`dial`] to an address or, through a proxy, a domain name (a direct dial uses the original address).
+pub fn dial_target(node: &Node, target: Target<'_>, mark: u32, timeout: Duration) -> io::Result<TcpStream> {
     match node {
-        Node::Direct => dial::connect_addr(target, mark, &dial::Deadline::after(timeout)),
+        Node::Direct => {
+            let addr = match target {
+                Target::Addr(addr) | Target::Domain { addr, .. } => addr,
+            };
+            dial::connect_addr(addr, mark, &dial::Deadline::after(timeout))
+        }
         Node::Block => Err(io::Error::new(io::ErrorKind::PermissionDenied, "blocked by the `block` outbound")),
         Node::Proxy(proxy) => match proxy.protocol {
             Protocol::Socks5 => socks5::connect(proxy, target, mark, timeout),
@@ -153,6 +180,11 @@ impl Outbounds {
     /// Dials `target` through node `id` with [`Outbounds::mark`].
     pub fn dial(&self, id: NodeId, target: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
         dial(self.node(id), target, self.checks.mark, timeout)
+    }
+
+    /// Dials `target` (an address or a domain) through node `id` with [`Outbounds::mark`].
+    pub fn dial_target(&self, id: NodeId, target: Target<'_>, timeout: Duration) -> io::Result<TcpStream> {
+        dial_target(self.node(id), target, self.checks.mark, timeout)
     }
 
     /// Starts the health-check thread over every node; it stops when the returned value drops.

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use super::Target;
 use super::dial::{Deadline, connect_endpoint, with_deadline};
 use super::link::{Credentials, Proxy};
 
@@ -172,6 +173,16 @@ pub fn encode_connect(target: SocketAddr, out: &mut Vec<u8>) {
     encode_request(CMD_CONNECT, target, out);
 }
 
+/// A CONNECT request to a domain name (ATYP 3): the proxy resolves it. Names longer than 255 bytes do not fit
+/// the field and are refused.
+pub fn encode_connect_domain(name: &str, port: u16, out: &mut Vec<u8>) -> Result<(), Socks5Error> {
+    let len = u8::try_from(name.len()).map_err(|_| Socks5Error::Truncated)?;
+    out.extend_from_slice(&[VERSION, CMD_CONNECT, 0, ATYP_DOMAIN, len]);
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(&port.to_be_bytes());
+    Ok(())
+}
+
 /// A UDP ASSOCIATE request; `client` is where the client will send from, or unspecified (`0.0.0.0:0`) when it
 /// does not know yet.
 pub fn encode_udp_associate(client: SocketAddr, out: &mut Vec<u8>) {
@@ -303,11 +314,14 @@ fn handshake(
 }
 
 /// Connects to `proxy` and asks it to CONNECT to `target`; every step finishes within `timeout`.
-pub(crate) fn connect(proxy: &Proxy, target: SocketAddr, mark: u32, timeout: Duration) -> io::Result<TcpStream> {
+pub(crate) fn connect(proxy: &Proxy, target: Target<'_>, mark: u32, timeout: Duration) -> io::Result<TcpStream> {
     let deadline = Deadline::after(timeout);
-    let mut stream = connect_endpoint(&proxy.server, mark, &deadline)?;
     let mut request = Vec::with_capacity(22);
-    encode_connect(target, &mut request);
+    match target {
+        Target::Addr(addr) => encode_connect(addr, &mut request),
+        Target::Domain { name, port, .. } => encode_connect_domain(name, port, &mut request)?,
+    }
+    let mut stream = connect_endpoint(&proxy.server, mark, &deadline)?;
     with_deadline(&mut stream, &deadline, |io| handshake(io, proxy.credentials.as_ref(), &request))?;
     Ok(stream)
 }
