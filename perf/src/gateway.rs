@@ -3,6 +3,8 @@
 //! - `gateway_tcp_relay_gbps`: goodput of flows the gateway steers to its workers and relays itself (a group
 //!   whose node is `direct`), against the direct routed path (the kernel forwards, dae only tags) in the same run.
 //! - `gateway_tcp_socks5_gbps`: the same through a real SOCKS5 proxy (microsocks in the server namespace).
+//! - `gateway_udp_relay_gbps`: UDP (iperf3 `-u -b 0 -l 1200`, goodput the receiver counted) relayed by the
+//!   gateway's UDP sessions, against the direct routed path.
 //! - `gateway_tcp_*_cores_per_gbps`: CPU cores busy per Gbit/s, counted from `/proc/stat` over the run (user,
 //!   system, irq and softirq of the whole machine: client, gateway, proxy and server share it), so softirq work
 //!   is included, not only the daemon's process time.
@@ -42,11 +44,14 @@ fn cpu_jiffies() -> anyhow::Result<(u64, u64)> {
     Ok((total - idle, total))
 }
 
+/// UDP runs: iperf3's unlimited rate with 1200-byte datagrams (a QUIC-sized payload).
+const UDP_ARGS: &[&str] = &["-u", "-b", "0", "-l", "1200"];
+
 /// One iperf3 run: (Gbit/s, cores busy per Gbit/s).
-fn run(ns: &bench_lab::netns::Netns, to: IpAddr, port: u16) -> anyhow::Result<(f64, f64)> {
+fn run(ns: &bench_lab::netns::Netns, to: IpAddr, port: u16, extra: &[&str]) -> anyhow::Result<(f64, f64)> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let (busy0, total0) = cpu_jiffies()?;
-    let goodput = iperf3_client(ns, to, port, SECONDS, &[])?;
+    let goodput = iperf3_client(ns, to, port, SECONDS, extra)?;
     let (busy1, total1) = cpu_jiffies()?;
     let cores = cpus * (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64;
     let gbps = goodput.bits_per_second / 1e9;
@@ -95,10 +100,13 @@ fn bench_with(dae: &Path) -> anyhow::Result<Vec<Figure>> {
     let pid = daemon.pid();
     let idle_rss = rss_kib(pid)?;
     let (mut direct, mut relay, mut socks) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut udp_direct, mut udp_relay) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
-        direct.push(run(&lan.client, server, DIRECT_PORT)?);
-        relay.push(run(&lan.client, server, RELAY_PORT)?);
-        socks.push(run(&lan.client, server, SOCKS_PORT)?);
+        direct.push(run(&lan.client, server, DIRECT_PORT, &[])?);
+        relay.push(run(&lan.client, server, RELAY_PORT, &[])?);
+        socks.push(run(&lan.client, server, SOCKS_PORT, &[])?);
+        udp_direct.push(run(&lan.client, server, DIRECT_PORT, UDP_ARGS)?);
+        udp_relay.push(run(&lan.client, server, RELAY_PORT, UDP_ARGS)?);
     }
     let steered = daemon.stats()?["steered"].as_u64().unwrap_or(0);
     anyhow::ensure!(steered >= 2 * ROUNDS as u64, "relayed runs were not steered ({steered})");
@@ -119,6 +127,8 @@ fn bench_with(dae: &Path) -> anyhow::Result<Vec<Figure>> {
         figure("gateway_tcp_relay_cores_per_gbps", med(&relay, |r| r.1), "core", direct_cpg),
         figure("gateway_tcp_socks5_gbps", med(&socks, |r| r.0), "Gb/s", direct_gbps),
         figure("gateway_tcp_socks5_cores_per_gbps", med(&socks, |r| r.1), "core", direct_cpg),
+        figure("gateway_udp_relay_gbps", med(&udp_relay, |r| r.0), "Gb/s", med(&udp_direct, |r| r.0)),
+        figure("gateway_udp_relay_cores_per_gbps", med(&udp_relay, |r| r.1), "core", med(&udp_direct, |r| r.1)),
         figure("dae_rss_after_load_mib", loaded_rss / 1024.0, "MiB", idle_rss / 1024.0),
     ])
 }
