@@ -1,5 +1,6 @@
-//! `cargo run --release -p perf -- [--json] [--only kernel|ifname|routing|rules|sniff|gateway]`: dae-rs
-//! benchmarks. `gateway` needs root and `target/release/dae` (`cargo build --release -p datapath --bin dae`).
+//! `cargo run --release -p perf -- [--json] [--only kernel|ifname|routing|rules|sniff|gateway|udp]`:
+//! dae-rs benchmarks. `gateway` needs root and `target/release/dae` (`cargo build --release -p datapath --bin dae`);
+//! `udp` needs root (`SO_RCVBUFFORCE`).
 //!
 //! Every figure is printed with the baseline measured in the same run and their ratio (STYLE.md, "Benchmarks").
 //! Kernel benchmarks (BPF_PROG_TEST_RUN) need root and say so when not.
@@ -11,6 +12,7 @@ mod report;
 mod routing;
 mod rules;
 mod sniff;
+mod udp_recv;
 
 use clap::Parser;
 
@@ -21,7 +23,7 @@ struct Args {
     #[arg(long)]
     json: bool,
     /// Run only one group.
-    #[arg(long, value_parser = ["kernel", "ifname", "routing", "rules", "sniff", "gateway"])]
+    #[arg(long, value_parser = ["kernel", "ifname", "routing", "rules", "sniff", "gateway", "udp"])]
     only: Option<String>,
 }
 
@@ -59,6 +61,12 @@ fn main() -> anyhow::Result<()> {
     // Through the gateway with iperf3: only when asked (tens of seconds, and both cores).
     if args.only.as_deref() == Some("gateway") {
         for figure in gateway::bench()? {
+            figure.print(args.json);
+        }
+    }
+    // UDP receive paths on one pinned core: only when asked (millions of datagrams queued, tens of seconds).
+    if args.only.as_deref() == Some("udp") {
+        for figure in udp_recv::bench()? {
             figure.print(args.json);
         }
     }

@@ -1,0 +1,408 @@
+//! UDP receive rate on one core (root: `SO_RCVBUFFORCE`), every receiver draining the same pre-queued datagrams.
+//!
+//! For each payload size a fresh 127.0.0.1 socket (`IP_PKTINFO` and `IP_RECVORIGDSTADDR` on, as the gateway needs
+//! them) is filled with [`CASES`]`.1` datagrams before the clock starts; only the drain is timed. Rounds
+//! interleave the receivers; each figure is the median Mpps over [`ROUNDS`], with the thread pinned to one core.
+//! - `udp_recv_uring_mpps_{size}`: io_uring multishot `RecvMsg` over a provided buffer ring, against a loop of one
+//!   `recvmsg` per datagram. Target ratio >= 1.3.
+//! - `udp_recv_uring_vs_recvmmsg8_{size}`: the same, against `recvmmsg` in batches of 8. Target ratio >= 1.05.
+//! - `udp_recv_recvmmsg8_mpps_{size}`, `udp_recv_recvmmsg32_mpps_{size}`: batches of 8 and 32 against `recvmsg`.
+//!
+//! Every receiver must account for every datagram, each with its payload length, a 127.0.0.1 source name and a
+//! pktinfo control message naming 127.0.0.1, or the run fails: a broken receiver cannot look fast.
+
+use std::{
+    io, mem,
+    net::UdpSocket,
+    os::fd::{AsRawFd, RawFd},
+    ptr,
+    sync::atomic::{AtomicU16, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail, ensure};
+use io_uring::{IoUring, cqueue, opcode, squeue, types};
+
+use crate::report::{Figure, median};
+
+/// Rounds per receiver; the median is reported.
+const ROUNDS: usize = 7;
+/// (payload bytes, datagrams queued per drain). 200k x 64 B is ~0.2 GB of socket memory (skb truesize), 100k x
+/// 1200 B ~0.25 GB: both fit in [`RCVBUF_BYTES`] (which the kernel doubles); drops fail the run.
+const CASES: [(usize, usize); 2] = [(64, 200_000), (1200, 100_000)];
+/// Forced receive buffer, so the whole pre-queued drain fits without drops.
+const RCVBUF_BYTES: libc::c_int = 256 << 20;
+/// Receive buffer per datagram: room for the largest payload in [`CASES`].
+const PAYLOAD_MAX: usize = 2048;
+/// `sockaddr_in`, the name every receiver asks for.
+const NAME_LEN: usize = mem::size_of::<libc::sockaddr_in>();
+/// `CMSG_SPACE(in_pktinfo) + CMSG_SPACE(sockaddr_in)`: pktinfo and original destination.
+const CONTROL_LEN: usize = cmsg_space(mem::size_of::<libc::in_pktinfo>()) + cmsg_space(NAME_LEN);
+/// Linux `cmsghdr`: `cmsg_len: usize` at 0, `cmsg_level: i32` at 8, `cmsg_type: i32` at 12, data at 16.
+const CMSG_HDR: usize = mem::size_of::<libc::cmsghdr>();
+const _: () = assert!(CMSG_HDR == 16 && mem::size_of::<usize>() == 8);
+/// `in_pktinfo`: `ipi_ifindex` at 0, `ipi_spec_dst` at 4, `ipi_addr` (the datagram's destination) at 8.
+const PKTINFO_ADDR: usize = 8;
+/// Provided buffers in the ring. Each `io_uring_enter` reaps ~33 completions (the kernel's multishot retry
+/// limit), and buffers return after each batch. 256 x 2144 B stays cache-warm: with 4096 buffers (8.8 MB) io_uring
+/// measured 0.99-1.02x recvmmsg(8), against 1.06-1.39x with 256; 64 ran dry every 64 datagrams (ENOBUFS, re-arm).
+const RING_BUFS: u16 = 256;
+/// `io_uring_recvmsg_out` header, then name, control and payload in each provided buffer.
+const URING_BUF_LEN: usize = 16 + NAME_LEN + CONTROL_LEN + PAYLOAD_MAX;
+const BUF_GROUP: u16 = 0;
+/// A drain that makes no progress for this long has lost datagrams: fail instead of hanging.
+const STALL: Duration = Duration::from_secs(1);
+const LOOPBACK: [u8; 4] = [127, 0, 0, 1];
+
+const fn cmsg_space(len: usize) -> usize {
+    CMSG_HDR + len.next_multiple_of(mem::size_of::<usize>())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Receiver {
+    Recvmsg,
+    Recvmmsg(usize),
+    Uring,
+}
+
+const RECEIVERS: [Receiver; 4] = [Receiver::Recvmsg, Receiver::Recvmmsg(8), Receiver::Recvmmsg(32), Receiver::Uring];
+
+/// Runs the group on a thread pinned to the core it starts on.
+pub fn bench() -> anyhow::Result<Vec<Figure>> {
+    std::thread::spawn(|| {
+        pin_to_current_core()?;
+        let mut figures = Vec::new();
+        for (size, count) in CASES {
+            figures.extend(bench_size(size, count)?);
+        }
+        Ok(figures)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("udp benchmark thread panicked"))?
+}
+
+fn bench_size(size: usize, count: usize) -> anyhow::Result<Vec<Figure>> {
+    let mut mpps: [Vec<f64>; RECEIVERS.len()] = Default::default();
+    for _ in 0..ROUNDS {
+        for (receiver, samples) in RECEIVERS.iter().zip(&mut mpps) {
+            let rx = queued_socket(size, count)?;
+            let uring = if *receiver == Receiver::Uring { Some(UringReceiver::new()?) } else { None };
+            let start = Instant::now();
+            let bad = match (receiver, uring) {
+                (Receiver::Recvmsg, _) => drain_recvmsg(rx.as_raw_fd(), count, size),
+                (Receiver::Recvmmsg(batch), _) => drain_recvmmsg(rx.as_raw_fd(), count, size, *batch),
+                (Receiver::Uring, Some(mut uring)) => uring.drain(rx.as_raw_fd(), count, size),
+                (Receiver::Uring, None) => unreachable!("ring built above"),
+            }
+            .with_context(|| format!("{receiver:?} draining {count} x {size} B"))?;
+            let secs = start.elapsed().as_secs_f64();
+            ensure!(bad == 0, "{receiver:?}: {bad} of {count} datagrams without pktinfo, name or full payload");
+            samples.push(count as f64 / secs / 1e6);
+        }
+    }
+    let [recvmsg, mmsg8, mmsg32, uring] = mpps.map(|mut s| median(&mut s));
+    let figure = |name: &str, value: f64, baseline: f64| Figure {
+        name: format!("udp_recv_{name}_{size}"),
+        value,
+        unit: "Mpps",
+        baseline,
+        ratio: value / baseline,
+    };
+    Ok(vec![
+        figure("uring_mpps", uring, recvmsg),
+        figure("uring_vs_recvmmsg8", uring, mmsg8),
+        figure("recvmmsg8_mpps", mmsg8, recvmsg),
+        figure("recvmmsg32_mpps", mmsg32, recvmsg),
+    ])
+}
+
+fn pin_to_current_core() -> anyhow::Result<()> {
+    // SAFETY: no arguments; returns the calling thread's CPU or -1.
+    let cpu = unsafe { libc::sched_getcpu() };
+    ensure!(cpu >= 0, "sched_getcpu: {}", io::Error::last_os_error());
+    // SAFETY: an all-zero cpu_set_t is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { mem::zeroed() };
+    // SAFETY: `cpu` came from the kernel, so it is below CPU_SETSIZE; pid 0 is the calling thread and `set`
+    // outlives the call.
+    let rc = unsafe {
+        libc::CPU_SET(cpu as usize, &mut set);
+        libc::sched_setaffinity(0, mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    ensure!(rc == 0, "sched_setaffinity(cpu {cpu}): {}", io::Error::last_os_error());
+    Ok(())
+}
+
+fn set_int_opt(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: `value` is a live c_int and the length passed is its size.
+    let rc = unsafe { libc::setsockopt(fd, level, name, ptr::from_ref(&value).cast(), mem::size_of_val(&value) as _) };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// A receiver socket holding `count` datagrams of `size` bytes from a 127.0.0.1 sender, none dropped.
+fn queued_socket(size: usize, count: usize) -> anyhow::Result<UdpSocket> {
+    let rx = UdpSocket::bind("127.0.0.1:0")?;
+    let fd = rx.as_raw_fd();
+    set_int_opt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RCVBUF_BYTES).context("SO_RCVBUFFORCE (needs root)")?;
+    set_int_opt(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, 1).context("IP_PKTINFO")?;
+    set_int_opt(fd, libc::IPPROTO_IP, libc::IP_RECVORIGDSTADDR, 1).context("IP_RECVORIGDSTADDR")?;
+    let tx = UdpSocket::bind("127.0.0.1:0")?;
+    tx.connect(rx.local_addr()?)?;
+    let payload = vec![0xa5; size];
+    for _ in 0..count {
+        ensure!(tx.send(&payload)? == size, "short send");
+    }
+    let mut meminfo = [0u32; libc::SK_MEMINFO_DROPS as usize + 1];
+    let mut len = mem::size_of_val(&meminfo) as libc::socklen_t;
+    // SAFETY: `meminfo` and `len` are live and `len` is the buffer's size.
+    let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_MEMINFO, meminfo.as_mut_ptr().cast(), &mut len) };
+    ensure!(rc == 0, "SO_MEMINFO: {}", io::Error::last_os_error());
+    let drops = meminfo[libc::SK_MEMINFO_DROPS as usize];
+    ensure!(drops == 0, "{drops} of {count} x {size} B datagrams dropped while queueing: lower the count in CASES");
+    Ok(rx)
+}
+
+/// The destination address in an `IP_PKTINFO` control message of `control`, if there is one.
+fn pktinfo_addr(mut control: &[u8]) -> Option<[u8; 4]> {
+    while control.len() >= CMSG_HDR {
+        let len = usize::from_ne_bytes(control[..8].try_into().ok()?);
+        let level = i32::from_ne_bytes(control[8..12].try_into().ok()?);
+        let kind = i32::from_ne_bytes(control[12..16].try_into().ok()?);
+        if len < CMSG_HDR || len > control.len() {
+            return None;
+        }
+        if level == libc::IPPROTO_IP && kind == libc::IP_PKTINFO {
+            return control.get(CMSG_HDR + PKTINFO_ADDR..CMSG_HDR + PKTINFO_ADDR + 4)?.try_into().ok();
+        }
+        control = control.get(len.next_multiple_of(mem::size_of::<usize>())..).unwrap_or(&[]);
+    }
+    None
+}
+
+/// Whether one received datagram is what was queued: full payload, a 127.0.0.1 `sockaddr_in` name, pktinfo.
+fn datagram_ok(name: &[u8], control: &[u8], payload_len: usize, size: usize) -> bool {
+    let family = name.get(..2).map(|f| u16::from_ne_bytes([f[0], f[1]]));
+    payload_len == size
+        && family == Some(libc::AF_INET as u16)
+        && name.get(4..8) == Some(&LOOPBACK[..])
+        && pktinfo_addr(control) == Some(LOOPBACK)
+}
+
+/// Name and control space of one message, aligned for the kernel's `cmsghdr` writes.
+#[repr(C, align(8))]
+#[derive(Debug)]
+struct Slot {
+    name: [u8; NAME_LEN],
+    control: [u8; CONTROL_LEN],
+}
+
+impl Slot {
+    const EMPTY: Slot = Slot { name: [0; NAME_LEN], control: [0; CONTROL_LEN] };
+
+    /// A `msghdr` receiving into this slot and `iov`, ready for one `recvmsg`.
+    fn msghdr(&mut self, iov: &mut libc::iovec) -> libc::msghdr {
+        // SAFETY: `msghdr` is a plain C struct for which all-zero is valid (null pointers, zero lengths).
+        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+        msg.msg_name = self.name.as_mut_ptr().cast();
+        msg.msg_namelen = NAME_LEN as _;
+        msg.msg_iov = iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = self.control.as_mut_ptr().cast();
+        msg.msg_controllen = CONTROL_LEN as _;
+        msg
+    }
+
+    fn ok(&self, msg: &libc::msghdr, payload_len: usize, size: usize) -> bool {
+        let name = &self.name[..(msg.msg_namelen as usize).min(NAME_LEN)];
+        datagram_ok(name, &self.control[..msg.msg_controllen.min(CONTROL_LEN)], payload_len, size)
+    }
+}
+
+/// One `recvmsg` per datagram; returns how many datagrams failed [`datagram_ok`].
+fn drain_recvmsg(fd: RawFd, count: usize, size: usize) -> anyhow::Result<usize> {
+    let mut payload = vec![0u8; PAYLOAD_MAX];
+    let mut slot = Slot::EMPTY;
+    let mut bad = 0;
+    for got in 0..count {
+        let mut iov = libc::iovec { iov_base: payload.as_mut_ptr().cast(), iov_len: payload.len() };
+        let mut msg = slot.msghdr(&mut iov);
+        // SAFETY: `msg` points at `slot`, `iov` and `payload`, all live and sized as the header says.
+        let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT) };
+        if n < 0 {
+            bail!("recvmsg after {got}: {}", io::Error::last_os_error());
+        }
+        bad += usize::from(!slot.ok(&msg, n as usize, size));
+    }
+    Ok(bad)
+}
+
+/// `recvmmsg` in batches of `batch`; returns how many datagrams failed [`datagram_ok`].
+fn drain_recvmmsg(fd: RawFd, count: usize, size: usize, batch: usize) -> anyhow::Result<usize> {
+    let mut payloads = vec![0u8; PAYLOAD_MAX * batch];
+    let mut slots: Vec<Slot> = (0..batch).map(|_| Slot::EMPTY).collect();
+    let mut iovs: Vec<libc::iovec> = payloads
+        .chunks_exact_mut(PAYLOAD_MAX)
+        .map(|p| libc::iovec { iov_base: p.as_mut_ptr().cast(), iov_len: PAYLOAD_MAX })
+        .collect();
+    let mut msgs: Vec<libc::mmsghdr> = slots
+        .iter_mut()
+        .zip(&mut iovs)
+        .map(|(slot, iov)| libc::mmsghdr { msg_hdr: slot.msghdr(iov), msg_len: 0 })
+        .collect();
+    let (mut got, mut bad) = (0, 0);
+    while got < count {
+        for m in &mut msgs {
+            m.msg_hdr.msg_namelen = NAME_LEN as _;
+            m.msg_hdr.msg_controllen = CONTROL_LEN as _;
+        }
+        // SAFETY: each header points at its own slot and iovec (in `slots`, `iovs`, `payloads`, all live and not
+        // moved since), and `msgs` holds `batch` headers.
+        let n = unsafe { libc::recvmmsg(fd, msgs.as_mut_ptr(), batch as _, libc::MSG_DONTWAIT, ptr::null_mut()) };
+        if n < 0 {
+            bail!("recvmmsg after {got}: {}", io::Error::last_os_error());
+        }
+        for (m, slot) in msgs.iter().zip(&slots).take(n as usize) {
+            bad += usize::from(!slot.ok(&m.msg_hdr, m.msg_len as usize, size));
+        }
+        got += n as usize;
+    }
+    Ok(bad)
+}
+
+/// A provided-buffer ring: `RING_BUFS` entries in a page-aligned mapping, and the buffers they point at.
+#[derive(Debug)]
+struct BufRing {
+    entries: *mut types::BufRingEntry,
+    bufs: Vec<u64>,
+    tail: u16,
+}
+
+impl BufRing {
+    const MAP_LEN: usize = RING_BUFS as usize * mem::size_of::<types::BufRingEntry>();
+
+    fn new() -> anyhow::Result<Self> {
+        // SAFETY: a fresh anonymous private mapping; the result is checked before use.
+        let map = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                Self::MAP_LEN,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        ensure!(map != libc::MAP_FAILED, "mmap buffer ring: {}", io::Error::last_os_error());
+        let mut ring = BufRing { entries: map.cast(), bufs: vec![0; RING_BUFS as usize * URING_BUF_LEN / 8], tail: 0 };
+        for bid in 0..RING_BUFS {
+            ring.push(bid);
+        }
+        ring.publish();
+        Ok(ring)
+    }
+
+    fn buf(&self, bid: u16) -> &[u8] {
+        let all: &[u8] = as_bytes(&self.bufs);
+        &all[bid as usize * URING_BUF_LEN..][..URING_BUF_LEN]
+    }
+
+    /// Hands buffer `bid` back to the kernel once [`Self::publish`] runs.
+    fn push(&mut self, bid: u16) {
+        let addr = self.bufs.as_ptr() as u64 + (bid as usize * URING_BUF_LEN) as u64;
+        // SAFETY: the index is masked into the mapping of RING_BUFS entries (a power of two); the kernel only
+        // reads entries up to the published tail, and this one is past it.
+        let entry = unsafe { &mut *self.entries.add((self.tail & (RING_BUFS - 1)) as usize) };
+        entry.set_addr(addr);
+        entry.set_len(URING_BUF_LEN as u32);
+        entry.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    fn publish(&self) {
+        // SAFETY: the tail is the u16 at byte 14 of entry 0 of our live, page-aligned mapping; the kernel reads
+        // it concurrently, hence the atomic release store after the entries are written.
+        unsafe { AtomicU16::from_ptr(types::BufRingEntry::tail(self.entries).cast_mut()) }
+            .store(self.tail, Ordering::Release);
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: the mapping came from `mmap` with this length; the ring using it is dropped first.
+        unsafe { libc::munmap(self.entries.cast(), Self::MAP_LEN) };
+    }
+}
+
+fn as_bytes(words: &[u64]) -> &[u8] {
+    // SAFETY: u8 has no alignment or validity requirements and the length covers exactly the same memory.
+    unsafe { std::slice::from_raw_parts(words.as_ptr().cast(), mem::size_of_val(words)) }
+}
+
+/// An io_uring with a registered [`BufRing`]; fields drop in order, the ring before its buffers.
+struct UringReceiver {
+    ring: IoUring,
+    bufs: BufRing,
+}
+
+impl UringReceiver {
+    fn new() -> anyhow::Result<Self> {
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_coop_taskrun()
+            .setup_cqsize(RING_BUFS as u32)
+            .build(64)
+            .context("io_uring with SINGLE_ISSUER | DEFER_TASKRUN | COOP_TASKRUN")?;
+        let bufs = BufRing::new()?;
+        // SAFETY: the entries mapping lives in `bufs`, which outlives `ring` (field order).
+        unsafe { ring.submitter().register_buf_ring_with_flags(bufs.entries as u64, RING_BUFS, BUF_GROUP, 0) }
+            .context("register_buf_ring")?;
+        Ok(UringReceiver { ring, bufs })
+    }
+
+    /// Multishot `RecvMsg` until `count` datagrams came, re-armed whenever a completion lacks `F_MORE`.
+    fn drain(&mut self, fd: RawFd, count: usize, size: usize) -> anyhow::Result<usize> {
+        // Multishot RecvMsg takes only the name and control lengths from this header; the kernel writes the
+        // name, control and payload into each provided buffer behind an `io_uring_recvmsg_out`.
+        let mut slot = Slot::EMPTY;
+        let mut template = slot.msghdr(&mut libc::iovec { iov_base: ptr::null_mut(), iov_len: 0 });
+        template.msg_iov = ptr::null_mut();
+        template.msg_iovlen = 0;
+        let arm: squeue::Entry = opcode::RecvMsgMulti::new(types::Fd(fd), &template, BUF_GROUP).build();
+        let stall = types::Timespec::from(STALL);
+        let (mut got, mut bad, mut armed) = (0, 0, false);
+        while got < count {
+            if !armed {
+                // SAFETY: `template` outlives the request (the ring is dropped or idle before it goes).
+                unsafe { self.ring.submission().push(&arm) }.context("submission queue full")?;
+                armed = true;
+            }
+            match self.ring.submitter().submit_with_args(1, &types::SubmitArgs::new().timespec(&stall)) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) if e.raw_os_error() == Some(libc::ETIME) => bail!("io_uring drain stalled after {got}"),
+                Err(e) => return Err(e).context("io_uring_enter"),
+            }
+            for cqe in self.ring.completion() {
+                armed &= cqueue::more(cqe.flags());
+                let res = cqe.result();
+                if res == -libc::ENOBUFS {
+                    continue; // ring ran dry: multishot ended without F_MORE and is re-armed above
+                }
+                ensure!(res >= 0, "multishot RecvMsg: {}", io::Error::from_raw_os_error(-res));
+                let bid = cqueue::buffer_select(cqe.flags()).context("completion without a provided buffer")?;
+                let buf = &self.bufs.buf(bid)[..res as usize];
+                bad += usize::from(!match types::RecvMsgOut::parse(buf, &template) {
+                    Ok(out) => {
+                        !out.is_payload_truncated()
+                            && datagram_ok(out.name_data(), out.control_data(), out.payload_data().len(), size)
+                    }
+                    Err(()) => false,
+                });
+                self.bufs.push(bid);
+                got += 1;
+            }
+            self.bufs.publish();
+        }
+        Ok(bad)
+    }
+}
