@@ -139,6 +139,7 @@ pub fn serve(
                 continue;
             }
         };
+        let mut relayed = Vec::with_capacity(received);
         for i in 0..received {
             let got = batch.received[i];
             let (Some(client), Some(ip)) = (got.from, got.info.dst) else { continue };
@@ -147,15 +148,15 @@ pub fn serve(
                 continue;
             }
             let dst = SocketAddr::new(ip, got.info.dst_port);
-            let payload = batch.payload(i);
             match &dns {
                 // Port 53 steered without a group decision is DNS (an untagged flow included).
                 Some(intercept) if dst.port() == DNS_PORT && !relay.is_proxied(client, dst) => {
-                    intercept.submit_udp(client, ip, got.info.ifindex, payload, &mut links);
+                    intercept.submit_udp(client, ip, got.info.ifindex, batch.payload(i), &mut links);
                 }
-                _ => relay.forward(client, dst, payload),
+                _ => relayed.push((client, dst, i)),
             }
         }
+        relay.forward_batch(relayed.iter().map(|&(client, dst, i)| (client, dst, batch.payload(i))));
     }
 }
 
@@ -177,47 +178,80 @@ impl UdpRelay {
             .is_some_and(|tag| (outbound::GROUP_BASE..=outbound::GROUP_MAX).contains(&tag.outbound))
     }
 
-    /// Relays one datagram of `client` to `dst` through the node its flow's group picks.
-    pub fn forward(&self, client: SocketAddr, dst: SocketAddr, payload: &[u8]) {
+    /// The session that carries `client -> dst`: the node its flow's group picks (none: from the gateway).
+    /// `None` after counting a drop.
+    fn route(&self, client: SocketAddr, dst: SocketAddr) -> Option<Arc<Session>> {
         let key = Self::key(client, dst);
         let node = match self.cx.flows.lookup(&key, self.cx.seed) {
             Some(tag) if (outbound::GROUP_BASE..=outbound::GROUP_MAX).contains(&tag.outbound) => {
-                let Some(group) = self.cx.outbounds.groups().get(usize::from(tag.outbound - outbound::GROUP_BASE))
-                else {
-                    return self.drop_one();
-                };
+                let group = self.cx.outbounds.groups().get(usize::from(tag.outbound - outbound::GROUP_BASE))?;
                 match group.pick(self.cx.outbounds.health(), u64::from(flow_hash(&key, self.cx.seed))) {
                     Ok(node) => Some(node),
                     Err(e) => {
                         debug!(%client, %dst, "{e}: datagram dropped");
                         self.cx.counters.no_alive_node.fetch_add(1, Ordering::Relaxed);
-                        return self.drop_one();
+                        return None;
                     }
                 }
             }
             _ => None,
         };
-        let session = match self.session(client, dst, node) {
-            Ok(session) => session,
+        match self.session(client, dst, node) {
+            Ok(session) => Some(session),
             Err(e) => {
                 debug!(%client, %dst, error = %e, "no UDP session");
-                return self.drop_one();
+                None
             }
-        };
-        session.last.store(ms_since(self.epoch), Ordering::Relaxed);
-        let sent = match &session.via {
-            Via::Direct => session.socket.send_to(payload, dst),
-            Via::Socks5 { relay, .. } => {
-                let mut datagram = Vec::with_capacity(payload.len() + 22);
-                socks5::encode_udp_header(dst, &mut datagram);
-                datagram.extend_from_slice(payload);
-                session.socket.send_to(&datagram, *relay)
+        }
+    }
+
+    /// Relays one batch of datagrams (client, destination, payload): consecutive datagrams of one flow share
+    /// one routing step, and each run of datagrams on one session leaves in one `sendmmsg`.
+    pub fn forward_batch<'p>(&self, datagrams: impl Iterator<Item = (SocketAddr, SocketAddr, &'p [u8])>) {
+        let now = ms_since(self.epoch);
+        let mut last: Option<((SocketAddr, SocketAddr), Arc<Session>)> = None;
+        let mut run: Option<Arc<Session>> = None;
+        let mut pending: Vec<sys::Outgoing> = Vec::new();
+        for (client, dst, payload) in datagrams {
+            let session = match &last {
+                Some((flow, session)) if *flow == (client, dst) => Arc::clone(session),
+                _ => match self.route(client, dst) {
+                    Some(session) => {
+                        last = Some(((client, dst), Arc::clone(&session)));
+                        session
+                    }
+                    None => {
+                        self.drop_one();
+                        continue;
+                    }
+                },
+            };
+            if run.as_ref().is_some_and(|current| !Arc::ptr_eq(current, &session)) {
+                self.flush(run.take(), &mut pending);
             }
-        };
-        match sent {
-            Ok(_) => self.counters.forwarded.fetch_add(1, Ordering::Relaxed),
-            Err(_) => self.counters.dropped.fetch_add(1, Ordering::Relaxed),
-        };
+            session.last.store(now, Ordering::Relaxed);
+            pending.push(match &session.via {
+                Via::Direct => sys::Outgoing { payload: payload.to_vec(), to: Some(dst), from: None },
+                Via::Socks5 { relay, .. } => {
+                    let mut datagram = Vec::with_capacity(payload.len() + 22);
+                    socks5::encode_udp_header(dst, &mut datagram);
+                    datagram.extend_from_slice(payload);
+                    sys::Outgoing { payload: datagram, to: Some(*relay), from: None }
+                }
+            });
+            run = Some(session);
+        }
+        self.flush(run, &mut pending);
+    }
+
+    /// Sends what `pending` holds for `session`.
+    fn flush(&self, session: Option<Arc<Session>>, pending: &mut Vec<sys::Outgoing>) {
+        let Some(session) = session else { return };
+        let v6 = session.socket.local_addr().is_ok_and(|a| a.is_ipv6());
+        let sent = sys::send_batch(session.socket.as_raw_fd(), v6, pending).unwrap_or(0);
+        self.counters.forwarded.fetch_add(sent as u64, Ordering::Relaxed);
+        self.counters.dropped.fetch_add((pending.len() - sent) as u64, Ordering::Relaxed);
+        pending.clear();
     }
 
     fn drop_one(&self) {
