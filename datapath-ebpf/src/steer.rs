@@ -67,6 +67,12 @@ pub fn from_daemon(skb: *mut __sk_buff) -> bool {
     cfg.daemon_mark != 0 && mark & cfg.daemon_mark == cfg.daemon_mark
 }
 
+/// Whether the DNS forwarder runs (DNS is steered to it).
+#[inline(always)]
+pub fn dns_enabled() -> bool {
+    STEER_CONFIG.get(0).is_some_and(|cfg| cfg.workers != 0 && cfg.flags & STEER_F_DNS != 0)
+}
+
 /// `TC_ACT_UNSPEC`.
 const TC_ACT_UNSPEC: i32 = -1;
 

@@ -1,7 +1,7 @@
-//! DNS intercepted by the datapath, end to end with real parts (root): LAN clients in two namespaces ask a
-//! server's nsd on port 53 with kdig; `dae run` on the gateway steers the queries (UDP and TCP) to its workers,
-//! which hand them to the forwarder with the LAN interface they arrived on; answers come back from the address
-//! the client asked. The answers of the forwarder publish `IP -> names` into the kernel, so a `domain(...)`
+//! DNS intercepted by the datapath, end to end with real parts (root): LAN clients in two namespaces and the
+//! gateway itself ask a server's nsd on port 53 with kdig; `dae run` on the gateway steers the queries (UDP and
+//! TCP) to its workers, which hand them to the forwarder with their direction and interface (the LAN they
+//! arrived on, the WAN the gateway's own leave by); answers come back from the address the client asked. The answers of the forwarder publish `IP -> names` into the kernel, so a `domain(...)`
 //! routing rule blocks the connection that follows the lookup.
 
 use std::{
@@ -33,8 +33,8 @@ fn connects(ns: &Netns, to: SocketAddr) -> bool {
 }
 
 #[test]
-fn lan_dns_is_answered_by_the_upstream_its_interface_selects_and_feeds_domain_routing() {
-    let test = "lan_dns_is_answered_by_the_upstream_its_interface_selects_and_feeds_domain_routing";
+fn dns_is_answered_by_the_upstream_its_interface_selects_and_feeds_domain_routing() {
+    let test = "dns_is_answered_by_the_upstream_its_interface_selects_and_feeds_domain_routing";
     if skip(test, &["nsd", "kdig"]) {
         return;
     }
@@ -46,6 +46,7 @@ fn lan_dns_is_answered_by_the_upstream_its_interface_selects_and_feeds_domain_ro
     let _asked = Nsd::start(&topo.server, srv, 53, "lab.test", &zone("10.3.3.3", srv), "www.lab.test");
     let _up_a = Nsd::start(&topo.server, srv, 5301, "lab.test", &zone("10.1.1.1", srv), "www.lab.test");
     let _up_b = Nsd::start(&topo.server, srv, 5302, "lab.test", &zone("10.2.2.2", srv), "www.lab.test");
+    let _up_wan = Nsd::start(&topo.server, srv, 5303, "lab.test", &zone("10.4.4.4", srv), "www.lab.test");
     let listener = topo.server.run_in(|| TcpListener::bind("0.0.0.0:5601")).unwrap().unwrap();
     std::thread::spawn(move || for _ in listener.incoming() {});
     let (lan_a, lan_b) = (&topo.lans[0], &topo.lans[1]);
@@ -58,8 +59,10 @@ fn lan_dns_is_answered_by_the_upstream_its_interface_selects_and_feeds_domain_ro
 
     let config = format!(
         "global {{\n  lan_interface: {a}, {b}\n  wan_interface: {wan}\n}}\n\
-         dns {{\n  upstream {{\n    up_a: 'udp://{srv}:5301'\n    up_b: 'tcp+udp://{srv}:5302'\n  }}\n  \
+         dns {{\n  upstream {{\n    up_a: 'udp://{srv}:5301'\n    up_b: 'tcp+udp://{srv}:5302'\n    \
+         up_wan: 'tcp+udp://{srv}:5303'\n  }}\n  \
          routing {{\n    request {{\n      interface(lan: {a}) -> up_a\n      interface(lan: {b}) -> up_b\n      \
+         interface(wan: {wan}) -> up_wan\n      \
          fallback: asis\n    }}\n  }}\n}}\n\
          routing {{\n  domain(full: srv.lab.test) && dport(5601) -> block\n  fallback: direct\n}}\n",
         a = lan_a.gateway_if,
@@ -77,8 +80,13 @@ fn lan_dns_is_answered_by_the_upstream_its_interface_selects_and_feeds_domain_ro
     }
     assert_eq!(ask(lan_a, &["+tcp"]), vec!["10.1.1.1"], "LAN A, TCP: {}", context(&daemon));
     assert_eq!(ask(lan_b, &["+tcp"]), vec!["10.2.2.2"], "LAN B, TCP: {}", context(&daemon));
+    // The gateway's own queries (WAN-out) are intercepted too, with their WAN interface.
+    for args in [&[][..], &["+tcp"][..]] {
+        let own = short(&topo.gateway, srv, 53, "www.lab.test", args);
+        assert_eq!(own, vec!["10.4.4.4"], "the gateway's own query {args:?}: {}", context(&daemon));
+    }
     let stats = daemon.stats().unwrap();
-    assert!(stats["steered"].as_u64().unwrap() >= 6, "the queries were steered: {stats}");
+    assert!(stats["steered"].as_u64().unwrap() >= 8, "the queries were steered: {stats}");
 
     // The lookup of srv.lab.test names the server's address; the next connection to it is blocked.
     assert_eq!(short(&lan_b.client, srv, 53, "srv.lab.test", &[]), vec![srv.to_owned()]);

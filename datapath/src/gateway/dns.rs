@@ -27,7 +27,7 @@ use std::{
 };
 
 use config::dns::PacketDirection;
-use datapath_abi::FlowKey;
+use datapath_abi::{Direction, FlowKey, FlowTag};
 use dns::{
     ClientAddr, Handle, Intercepted,
     service::{AnswerSink, sys},
@@ -191,16 +191,37 @@ fn refused_answer(query: &[u8]) -> Option<Vec<u8>> {
 }
 
 impl Intercept {
-    /// Hands one steered datagram (a query from `peer` to `server`:53, arrived on `ifindex`) to the forwarder.
-    pub fn submit_udp(&self, peer: SocketAddr, server: IpAddr, ifindex: u32, message: &[u8], links: &mut LinkReader) {
+    /// Hands one steered datagram (a query from `peer` to `server`:53) to the forwarder. `tag` is its flow's
+    /// tag: the direction and the interface of that direction (LAN ingress, or WAN egress for the gateway's own
+    /// queries); without one (an untagged flow), the ingress interface IP_PKTINFO gave and LAN-in.
+    pub fn submit_udp(
+        &self,
+        peer: SocketAddr,
+        server: IpAddr,
+        pktinfo_ifindex: u32,
+        tag: Option<&FlowTag>,
+        message: &[u8],
+        links: &mut LinkReader,
+    ) {
+        let (direction, ifindex) = direction_of(tag, pktinfo_ifindex);
         let client = ClientAddr { peer, local: Some(server), ifindex, listener: 0, tcp: None };
         self.submit(Intercepted {
             message: message.to_vec(),
             client,
-            direction: Some(PacketDirection::LanIn),
+            direction: Some(direction),
             interface: links.name(ifindex).map(Box::from),
             original_dst: Some(SocketAddr::new(server, DNS_PORT)),
         });
+    }
+}
+
+/// The direction of a flow and the interface of that direction, from its tag (`fallback`: the LAN ingress
+/// interface when there is no tag).
+fn direction_of(tag: Option<&FlowTag>, fallback: u32) -> (PacketDirection, u32) {
+    match tag {
+        Some(tag) if tag.direction == Direction::WanOut as u8 => (PacketDirection::WanOut, tag.egress_ifindex),
+        Some(tag) => (PacketDirection::LanIn, tag.ingress_ifindex),
+        None => (PacketDirection::LanIn, fallback),
     }
 }
 
@@ -209,7 +230,8 @@ impl Intercept {
 pub fn serve_tcp(client: TcpStream, peer: SocketAddr, intercept: &Intercept, links: &mut LinkReader) -> io::Result<()> {
     let server = client.local_addr()?;
     let key = FlowKey::new(peer.ip(), peer.port(), server.ip(), server.port(), libc::IPPROTO_TCP as u8);
-    let ifindex = intercept.flows.lookup(&key, intercept.seed).map_or(0, |tag| tag.ingress_ifindex);
+    let tag = intercept.flows.lookup(&key, intercept.seed);
+    let (direction, ifindex) = direction_of(tag.as_ref(), 0);
     let interface: Option<Box<str>> = links.name(ifindex).map(Box::from);
     client.set_read_timeout(Some(TCP_IDLE))?;
     client.set_write_timeout(Some(Duration::from_secs(2)))?;
@@ -229,7 +251,7 @@ pub fn serve_tcp(client: TcpStream, peer: SocketAddr, intercept: &Intercept, lin
             intercept.submit(Intercepted {
                 message: message[..len].to_vec(),
                 client: ClientAddr { peer, local: Some(server.ip()), ifindex, listener: 0, tcp: Some(token) },
-                direction: Some(PacketDirection::LanIn),
+                direction: Some(direction),
                 interface: interface.clone(),
                 original_dst: Some(server),
             });

@@ -23,7 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use datapath_abi::{FlowKey, flow::flow_hash, route::outbound};
+use datapath_abi::{FlowKey, FlowTag, flow::flow_hash, route::outbound};
 use dns::service::sys;
 use relay::outbound::{Node, NodeId, Protocol, UdpAssociation, associate, socks5};
 use socket2::{Domain, Socket, Type};
@@ -148,11 +148,15 @@ pub fn serve(
                 continue;
             }
             let dst = SocketAddr::new(ip, got.info.dst_port);
-            match &dns {
-                // Port 53 steered without a group decision is DNS (an untagged flow included).
-                Some(intercept) if dst.port() == DNS_PORT && !relay.is_proxied(client, dst) => {
-                    intercept.submit_udp(client, ip, got.info.ifindex, batch.payload(i), &mut links);
-                }
+            // Port 53 steered without a group decision is DNS (an untagged flow included).
+            match (&dns, dst.port() == DNS_PORT) {
+                (Some(intercept), true) => match relay.tag(client, dst) {
+                    (_, true) => relayed.push((client, dst, i)),
+                    (tag, false) => {
+                        let ifindex = got.info.ifindex;
+                        intercept.submit_udp(client, ip, ifindex, tag.as_ref(), batch.payload(i), &mut links);
+                    }
+                },
                 _ => relayed.push((client, dst, i)),
             }
         }
@@ -170,12 +174,11 @@ impl UdpRelay {
         FlowKey::new(client.ip(), client.port(), dst.ip(), dst.port(), libc::IPPROTO_UDP as u8)
     }
 
-    /// Whether the kernel routed the flow `client -> dst` to a proxy group.
-    fn is_proxied(&self, client: SocketAddr, dst: SocketAddr) -> bool {
-        self.cx
-            .flows
-            .lookup(&Self::key(client, dst), self.cx.seed)
-            .is_some_and(|tag| (outbound::GROUP_BASE..=outbound::GROUP_MAX).contains(&tag.outbound))
+    /// The tag of the flow `client -> dst`, and whether the kernel routed it to a proxy group.
+    fn tag(&self, client: SocketAddr, dst: SocketAddr) -> (Option<FlowTag>, bool) {
+        let tag = self.cx.flows.lookup(&Self::key(client, dst), self.cx.seed);
+        let proxied = tag.is_some_and(|tag| (outbound::GROUP_BASE..=outbound::GROUP_MAX).contains(&tag.outbound));
+        (tag, proxied)
     }
 
     /// The session that carries `client -> dst`: the node its flow's group picks (none: from the gateway).
