@@ -142,9 +142,16 @@ fn demo(dae: PathBuf) -> std::io::Result<bool> {
         }
     }
     if _nsd.is_some() {
-        let before = steered(&daemon);
         let answer = short(&lan.client, &server_v4.to_string(), 53, "www.lab.test", &[]);
-        let intercepted = steered(&daemon) > before;
+        // The forwarder's counters reach `dae stats` within about a second.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let intercepted = loop {
+            let counted = daemon.stats().ok().and_then(|s| s["dns_intercepted"].as_u64()).unwrap_or(0) > 0;
+            if counted || std::time::Instant::now() > deadline {
+                break counted;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        };
         check(
             "client DNS via the forwarder".into(),
             match (answer.first(), intercepted) {
