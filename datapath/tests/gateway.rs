@@ -400,3 +400,76 @@ fn a_sniffed_name_reroutes_the_connection_and_is_dialed_by_name() {
     assert_eq!(stats["relay_sniffed"], 3, "{stats}");
     assert_eq!(stats["relay_rerouted"], 2, "{stats}");
 }
+
+/// A UDP server in `ns` on `addr` that counts the datagrams it receives (and answers none).
+fn udp_counter(ns: &Netns, addr: SocketAddr) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+    let socket = ns.run_in(move || UdpSocket::bind(addr)).unwrap().unwrap();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&count);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while socket.recv_from(&mut buf).is_ok() {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    count
+}
+
+#[test]
+fn a_sniffed_quic_name_routes_the_udp_flow() {
+    let test = "a_sniffed_quic_name_routes_the_udp_flow";
+    if skip_unless_root(test) {
+        return;
+    }
+    if !bench_lab::dns::have("gtlsclient") {
+        eprintln!("SKIP {test}: `gtlsclient` is not installed (scripts/setup.sh installs ngtcp2-client)");
+        return;
+    }
+    let topo = Topology::client_gateway_server().unwrap();
+    let lan = topo.lan();
+    let server = IpAddr::from(topo.server_v4);
+    let blocked = udp_counter(&topo.server, SocketAddr::new(server, 4433));
+    let allowed = udp_counter(&topo.server, SocketAddr::new(server, 4434));
+    let config = format!(
+        "global {{\n  lan_interface: {}\n  wan_interface: {}\n  dial_mode: domain++\n}}\n\
+         node {{\n  gw: 'direct'\n}}\ngroup {{\n  proxy {{\n    policy: fixed(0)\n  }}\n}}\n\
+         routing {{\n  domain(full: localhost) && dport(4433) -> block\n  dport(4433, 4434) -> proxy\n  fallback: direct\n}}\n",
+        lan.gateway_if, topo.wan_if
+    );
+    let daemon = Daemon::start(&dae(), &topo.gateway, &config, &[]).unwrap();
+    // A real QUIC client's Initials (it never completes a handshake: nothing answers).
+    let quic = |sni: &str, port: u16| {
+        let out = lan
+            .client
+            .output(
+                "timeout",
+                &[
+                    "3",
+                    "gtlsclient",
+                    "-q",
+                    &format!("--sni={sni}"),
+                    "--handshake-timeout=2s",
+                    &server.to_string(),
+                    &port.to_string(),
+                ],
+            )
+            .unwrap();
+        out.status
+    };
+    quic("www.blocked.example", 4433);
+    quic("www.allowed.example", 4434);
+    let context = |daemon: &Daemon| format!("stats {:?}; log:\n{}", daemon.stats(), daemon.log());
+    let seen = |count: &std::sync::atomic::AtomicUsize| count.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(seen(&allowed) >= 1, "the allowed name's Initials were relayed: {}", context(&daemon));
+    assert_eq!(seen(&blocked), 0, "the blocked name's Initials never left: {}", context(&daemon));
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let stats = loop {
+        let stats = daemon.stats().unwrap();
+        if stats["udp_quic_rerouted"].as_u64().unwrap_or(0) >= 1 || std::time::Instant::now() > deadline {
+            break stats;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(stats["udp_quic_sniffed"].as_u64().unwrap() >= 2, "{stats}");
+    assert_eq!(stats["udp_quic_rerouted"], 1, "{stats}");
+}

@@ -23,15 +23,22 @@ use std::{
     time::{Duration, Instant},
 };
 
+use config::rules::L4;
 use datapath_abi::{FlowKey, FlowTag, flow::flow_hash, route::outbound};
 use dns::service::sys;
-use relay::outbound::{Node, NodeId, Protocol, UdpAssociation, associate, socks5};
+use relay::{
+    outbound::{Node, NodeId, Protocol, UdpAssociation, associate, socks5},
+    sniff::{
+        quic::{Outcome, QuicSessions},
+        route::{Transport, decide, should_sniff},
+    },
+};
 use socket2::{Domain, Socket, Type};
 use tracing::{debug, warn};
 
 use super::{
     dns::{DNS_PORT, Intercept, Replies},
-    worker::{DIAL_TIMEOUT, RelayContext},
+    worker::{Choice, DIAL_TIMEOUT, RelayContext, reroute},
 };
 use crate::links::LinkReader;
 
@@ -57,6 +64,10 @@ pub struct UdpCounters {
     pub replied: AtomicU64,
     /// Datagrams dropped: session bound reached, group without alive node, a node that cannot carry UDP.
     pub dropped: AtomicU64,
+    /// QUIC flows whose Initial named the server.
+    pub quic_sniffed: AtomicU64,
+    /// QUIC flows the sniffed name routed elsewhere than the kernel did.
+    pub quic_rerouted: AtomicU64,
 }
 
 /// How a session reaches remotes.
@@ -78,6 +89,16 @@ struct Session {
     last: AtomicU64,
 }
 
+/// Where a flow's datagrams go: through a node (`None`: from the gateway directly), or nowhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Via(Option<NodeId>),
+    Drop,
+}
+
+/// Flows decided (by the kernel's group, or by a sniffed QUIC name), so later datagrams skip routing.
+const MAX_ROUTES: usize = 65_536;
+
 /// Sessions by client address and the node carrying them (`None`: from the gateway directly).
 type Sessions = Arc<Mutex<HashMap<(SocketAddr, Option<NodeId>), Arc<Session>>>>;
 
@@ -88,6 +109,10 @@ pub struct UdpRelay {
     replies: Arc<Replies>,
     sessions: Sessions,
     epoch: Instant,
+    /// QUIC sniff sessions: the first datagrams of a proxied flow are held until its Initial names the server.
+    quic: QuicSessions<(SocketAddr, SocketAddr), Vec<u8>>,
+    /// Decided flows and when they were last used.
+    routes: HashMap<(SocketAddr, SocketAddr), (Route, Instant)>,
     /// Counters.
     pub counters: Arc<UdpCounters>,
 }
@@ -119,7 +144,7 @@ pub fn steering_socket(ipv6: bool) -> io::Result<UdpSocket> {
 /// Drains `socket` until `stop`: DNS to the forwarder (when it runs), the rest relayed.
 pub fn serve(
     socket: UdpSocket,
-    relay: UdpRelay,
+    mut relay: UdpRelay,
     dns: Option<Arc<Intercept>>,
     mut links: LinkReader,
     stop: Arc<AtomicBool>,
@@ -160,14 +185,22 @@ pub fn serve(
                 _ => relayed.push((client, dst, i)),
             }
         }
-        relay.forward_batch(relayed.iter().map(|&(client, dst, i)| (client, dst, batch.payload(i))));
+        relay.forward_batch(relayed.iter().map(|&(client, dst, i)| (client, dst, batch.payload(i))), &mut links);
     }
 }
 
 impl UdpRelay {
     /// An empty session table for one worker.
     pub fn new(cx: Arc<RelayContext>, replies: Arc<Replies>, counters: Arc<UdpCounters>) -> Self {
-        Self { cx, replies, sessions: Arc::default(), epoch: Instant::now(), counters }
+        Self {
+            cx,
+            replies,
+            sessions: Arc::default(),
+            epoch: Instant::now(),
+            quic: QuicSessions::default(),
+            routes: HashMap::new(),
+            counters,
+        }
     }
 
     fn key(client: SocketAddr, dst: SocketAddr) -> FlowKey {
@@ -181,64 +214,157 @@ impl UdpRelay {
         (tag, proxied)
     }
 
-    /// The session that carries `client -> dst`: the node its flow's group picks (none: from the gateway).
-    /// `None` after counting a drop.
-    fn route(&self, client: SocketAddr, dst: SocketAddr) -> Option<Arc<Session>> {
+    /// The kernel's route for `client -> dst`: the node its flow's group picks (none: from the gateway), and
+    /// the flow's tag when it was routed to a group (then it may be sniffed).
+    fn kernel_route(&self, client: SocketAddr, dst: SocketAddr) -> (Route, Option<FlowTag>) {
         let key = Self::key(client, dst);
-        let node = match self.cx.flows.lookup(&key, self.cx.seed) {
+        match self.cx.flows.lookup(&key, self.cx.seed) {
             Some(tag) if (outbound::GROUP_BASE..=outbound::GROUP_MAX).contains(&tag.outbound) => {
-                let group = self.cx.outbounds.groups().get(usize::from(tag.outbound - outbound::GROUP_BASE))?;
-                match group.pick(self.cx.outbounds.health(), u64::from(flow_hash(&key, self.cx.seed))) {
-                    Ok(node) => Some(node),
-                    Err(e) => {
-                        debug!(%client, %dst, "{e}: datagram dropped");
-                        self.cx.counters.no_alive_node.fetch_add(1, Ordering::Relaxed);
-                        return None;
-                    }
-                }
+                let Some(group) = self.cx.outbounds.groups().get(usize::from(tag.outbound - outbound::GROUP_BASE))
+                else {
+                    return (Route::Drop, None);
+                };
+                (self.pick(group, client, dst), Some(tag))
             }
-            _ => None,
-        };
-        match self.session(client, dst, node) {
-            Ok(session) => Some(session),
+            _ => (Route::Via(None), None),
+        }
+    }
+
+    fn pick(&self, group: &relay::outbound::Group, client: SocketAddr, dst: SocketAddr) -> Route {
+        let hash = u64::from(flow_hash(&Self::key(client, dst), self.cx.seed));
+        match group.pick(self.cx.outbounds.health(), hash) {
+            Ok(node) => Route::Via(Some(node)),
             Err(e) => {
-                debug!(%client, %dst, error = %e, "no UDP session");
-                None
+                debug!(%client, %dst, "{e}: datagram dropped");
+                self.cx.counters.no_alive_node.fetch_add(1, Ordering::Relaxed);
+                Route::Drop
             }
         }
     }
 
-    /// Relays one batch of datagrams (client, destination, payload): consecutive datagrams of one flow share
-    /// one routing step, and each run of datagrams on one session leaves in one `sendmmsg`.
-    pub fn forward_batch<'p>(&self, datagrams: impl Iterator<Item = (SocketAddr, SocketAddr, &'p [u8])>) {
+    /// The route a sniffed QUIC `name` gives the flow (`kernel` when the name changes nothing).
+    fn sniffed_route(
+        &self,
+        tag: &FlowTag,
+        client: SocketAddr,
+        dst: SocketAddr,
+        name: &str,
+        kernel: Route,
+        links: &mut LinkReader,
+    ) -> Route {
+        self.counters.quic_sniffed.fetch_add(1, Ordering::Relaxed);
+        let sniffing = self.cx.sniffing.load();
+        let mapped = match dst.ip() {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            IpAddr::V6(v6) => v6.octets(),
+        };
+        let verified = self
+            .cx
+            .router
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .names_of(&mapped)
+            .is_some_and(|names| names.iter().any(|known| known == name));
+        // QUIC keeps the IP as the dial target; only the route can change.
+        let decision = decide(sniffing.dial_mode, Transport::Udp, dst, Some(name), verified);
+        let Some(name) = decision.reroute else { return kernel };
+        let route = match reroute(&self.cx, &sniffing.rules, tag, client, dst, name, L4::Udp, links) {
+            Some(Choice::Group(group)) => self.pick(group, client, dst),
+            Some(Choice::Direct) => Route::Via(None),
+            Some(Choice::Block) => Route::Drop,
+            None => kernel,
+        };
+        if route != kernel {
+            self.counters.quic_rerouted.fetch_add(1, Ordering::Relaxed);
+            debug!(%client, %dst, name, "QUIC flow re-routed by its sniffed name");
+        }
+        route
+    }
+
+    fn remember(&mut self, flow: (SocketAddr, SocketAddr), route: Route, now: Instant) {
+        if self.routes.len() >= MAX_ROUTES {
+            self.routes.retain(|_, (_, used)| now.duration_since(*used) < SESSION_TIMEOUT);
+            if self.routes.len() >= MAX_ROUTES {
+                self.routes.clear();
+            }
+        }
+        self.routes.insert(flow, (route, now));
+    }
+
+    /// Relays one batch of datagrams (client, destination, payload). A new proxied flow is first offered to the
+    /// QUIC sniffer, which holds its datagrams until the Initial names the server (or gives up, or 2 s pass);
+    /// the name may route the flow elsewhere (`dial_mode`, the userspace matcher). Each run of datagrams on one
+    /// session leaves in one `sendmmsg`.
+    pub fn forward_batch<'p>(
+        &mut self,
+        datagrams: impl Iterator<Item = (SocketAddr, SocketAddr, &'p [u8])>,
+        links: &mut LinkReader,
+    ) {
+        let now = Instant::now();
+        let mut ready: Vec<(SocketAddr, SocketAddr, Vec<u8>)> = Vec::new();
+        while let Some(((client, dst), release)) = self.quic.poll_expired(now) {
+            let (route, _) = self.kernel_route(client, dst);
+            self.remember((client, dst), route, now);
+            ready.extend(release.map(|datagram| (client, dst, datagram)));
+        }
+        let sniffing = self.cx.sniffing.load();
+        let sniff_udp = should_sniff(sniffing.dial_mode, Transport::Udp, 0, false, sniffing.timeout);
+        for (client, dst, payload) in datagrams {
+            let flow = (client, dst);
+            if let Some((_, used)) = self.routes.get_mut(&flow) {
+                *used = now;
+                ready.push((client, dst, payload.to_vec()));
+                continue;
+            }
+            let (kernel, tag) = self.kernel_route(client, dst);
+            let Some(tag) = tag.filter(|_| sniff_udp) else {
+                self.remember(flow, kernel, now);
+                ready.push((client, dst, payload.to_vec()));
+                continue;
+            };
+            let verdict = self.quic.on_datagram(flow, payload.to_vec(), now);
+            let route = match &verdict.outcome {
+                Outcome::NeedMore => continue,
+                Outcome::Name { sni, .. } => self.sniffed_route(&tag, client, dst, sni, kernel, links),
+                Outcome::NotQuic | Outcome::NoName => kernel,
+            };
+            self.remember(flow, route, now);
+            ready.extend(verdict.release.map(|datagram| (client, dst, datagram)));
+        }
+        self.send(ready);
+    }
+
+    /// Sends datagrams on their flows' routes, each run on one session in one `sendmmsg`.
+    fn send(&self, datagrams: Vec<(SocketAddr, SocketAddr, Vec<u8>)>) {
         let now = ms_since(self.epoch);
-        let mut last: Option<((SocketAddr, SocketAddr), Arc<Session>)> = None;
         let mut run: Option<Arc<Session>> = None;
         let mut pending: Vec<sys::Outgoing> = Vec::new();
         for (client, dst, payload) in datagrams {
-            let session = match &last {
-                Some((flow, session)) if *flow == (client, dst) => Arc::clone(session),
-                _ => match self.route(client, dst) {
-                    Some(session) => {
-                        last = Some(((client, dst), Arc::clone(&session)));
-                        session
-                    }
-                    None => {
-                        self.drop_one();
-                        continue;
-                    }
-                },
+            let node = match self.routes.get(&(client, dst)) {
+                Some((Route::Via(node), _)) => *node,
+                _ => {
+                    self.drop_one();
+                    continue;
+                }
+            };
+            let session = match self.session(client, dst, node) {
+                Ok(session) => session,
+                Err(e) => {
+                    debug!(%client, %dst, error = %e, "no UDP session");
+                    self.drop_one();
+                    continue;
+                }
             };
             if run.as_ref().is_some_and(|current| !Arc::ptr_eq(current, &session)) {
                 self.flush(run.take(), &mut pending);
             }
             session.last.store(now, Ordering::Relaxed);
             pending.push(match &session.via {
-                Via::Direct => sys::Outgoing { payload: payload.to_vec(), to: Some(dst), from: None },
+                Via::Direct => sys::Outgoing { payload, to: Some(dst), from: None },
                 Via::Socks5 { relay, .. } => {
                     let mut datagram = Vec::with_capacity(payload.len() + 22);
                     socks5::encode_udp_header(dst, &mut datagram);
-                    datagram.extend_from_slice(payload);
+                    datagram.extend_from_slice(&payload);
                     sys::Outgoing { payload: datagram, to: Some(*relay), from: None }
                 }
             });

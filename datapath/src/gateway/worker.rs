@@ -232,8 +232,8 @@ fn refuse(client: &TcpStream) {
     }
 }
 
-/// Where a connection goes.
-enum Choice<'a> {
+/// Where a connection (or a UDP flow) goes.
+pub(super) enum Choice<'a> {
     Group(&'a relay::outbound::Group),
     Direct,
     Block,
@@ -278,13 +278,15 @@ fn kernel_choice<'a>(cx: &'a RelayContext, tag: Option<&FlowTag>) -> Option<Choi
 
 /// Routes again with a sniffed `name` through the userspace matcher (the packet as the kernel saw it, minus what
 /// userspace does not know: MAC, DSCP, process name).
-fn reroute<'a>(
+#[allow(clippy::too_many_arguments)]
+pub(super) fn reroute<'a>(
     cx: &'a RelayContext,
     rules: &Compiled,
     tag: &FlowTag,
     peer: SocketAddr,
     target: SocketAddr,
     name: &str,
+    l4: L4,
     links: &mut LinkReader,
 ) -> Option<Choice<'a>> {
     let (direction, ifindex) = if tag.direction == Direction::WanOut as u8 {
@@ -301,7 +303,7 @@ fn reroute<'a>(
         dst: target.ip(),
         sport: peer.port(),
         dport: target.port(),
-        l4: L4::Tcp,
+        l4,
         dscp: 0,
         mac: None,
         pname: None,
@@ -350,7 +352,7 @@ fn relay(client: TcpStream, peer: SocketAddr, cx: &RelayContext, links: &mut Lin
             .is_some_and(|names| names.iter().any(|known| known == name));
         let decision = decide(sniffing.dial_mode, Transport::Tcp, target, Some(name), verified);
         if let Some(name) = decision.reroute
-            && let Some(again) = reroute(cx, &sniffing.rules, tag, peer, target, name, links)
+            && let Some(again) = reroute(cx, &sniffing.rules, tag, peer, target, name, L4::Tcp, links)
         {
             if !same_choice(&again, &choice) {
                 cx.counters.rerouted.fetch_add(1, Ordering::Relaxed);
