@@ -69,6 +69,11 @@ impl Daemon {
     }
 
     fn launch(bin: &Path, ns: &Netns, config: Option<&str>, instance: &str, extra_args: &[&str]) -> io::Result<Self> {
+        // Once per process: what killed test runs left (namespaces, pinned maps, run files) goes first.
+        static SWEEP: std::sync::Once = std::sync::Once::new();
+        SWEEP.call_once(|| {
+            crate::netns::sweep_stale();
+        });
         let instance = instance.to_string();
         let dir = std::env::temp_dir().join(format!("{instance}-{}", unique_id()));
         fs::DirBuilder::new().mode(0o700).recursive(true).create(&dir)?;
@@ -211,8 +216,30 @@ impl Daemon {
     }
 }
 
+/// Where `dae` pins an instance's maps and keeps its run files (datapath's `state` module).
+const PIN_ROOT: &str = "/sys/fs/bpf/dae-rs";
+const RUN_DIR: &str = "/run/dae-rs";
+
+/// Removes what a killed `dae` of `instance` left: its pinned maps (kernel memory that outlives every process)
+/// and its run files. A test instance never starts again under its name to clean up after itself.
+pub fn remove_leftovers(instance: &str) {
+    if !instance.starts_with(PREFIX) {
+        return;
+    }
+    let _ = fs::remove_dir_all(Path::new(PIN_ROOT).join(instance));
+    for suffix in ["lock", "status", "counters", "status.tmp", "counters.tmp"] {
+        let _ = fs::remove_file(Path::new(RUN_DIR).join(format!("{instance}.{suffix}")));
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // Still running: SIGTERM and a few seconds to take down what it set up; the guard SIGKILLs it after.
+        if matches!(self.child.child().try_wait(), Ok(None)) {
+            let _ = self.child.signal("TERM");
+            let _ = self.wait_exit(Duration::from_secs(5));
+        }
+        remove_leftovers(&self.instance);
         let _ = fs::remove_dir_all(&self.dir);
     }
 }

@@ -155,7 +155,8 @@ pub fn run_ok(cmd: &mut Command) -> io::Result<Output> {
 }
 
 /// Deletes `daers-<pid>-...` namespaces whose creating process is gone (a test run killed before its guards
-/// ran). Returns the names removed. Never touches a namespace without the prefix or of a live process.
+/// ran), and the pinned maps and run files of `daers-<pid>-...` daemon instances of such processes. Returns the
+/// namespace names removed. Never touches anything without the prefix or of a live process.
 pub fn sweep_stale() -> Vec<String> {
     let mut removed = Vec::new();
     let Ok(entries) = std::fs::read_dir(NETNS_DIR) else { return removed };
@@ -168,6 +169,19 @@ pub fn sweep_stale() -> Vec<String> {
         }
         if Command::new("ip").args(["netns", "del", &name]).stderr(Stdio::null()).status().is_ok_and(|s| s.success()) {
             removed.push(name);
+        }
+    }
+    // Daemon instances are named the same way: the pins and run files of dead creators go too.
+    for dir in ["/sys/fs/bpf/dae-rs", "/run/dae-rs"] {
+        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let instance = name.split('.').next().unwrap_or_default();
+            let Some(rest) = instance.strip_prefix(&format!("{PREFIX}-")) else { continue };
+            let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                crate::daemon::remove_leftovers(instance);
+            }
         }
     }
     removed
