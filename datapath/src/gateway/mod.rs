@@ -164,6 +164,7 @@ impl Gateway {
             ("udp_forwarded", udp.forwarded.load(Relaxed)),
             ("udp_replied", udp.replied.load(Relaxed)),
             ("udp_dropped", udp.dropped.load(Relaxed)),
+            ("udp_gso_sends", udp.gso_sends.load(Relaxed)),
             ("udp_quic_sniffed", udp.quic_sniffed.load(Relaxed)),
             ("udp_quic_rerouted", udp.quic_rerouted.load(Relaxed)),
         ];
