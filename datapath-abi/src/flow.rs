@@ -128,7 +128,8 @@ impl FlowKey {
     }
 }
 
-fn mapped(ip: IpAddr) -> [u8; 16] {
+/// `ip` as 16 bytes, IPv4 as `::ffff:a.b.c.d`: the address form of flow keys and the routing maps.
+pub fn mapped(ip: IpAddr) -> [u8; 16] {
     match ip {
         IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
         IpAddr::V6(v6) => v6.octets(),

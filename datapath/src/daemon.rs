@@ -246,11 +246,11 @@ fn start_dns(
     options.mark = daemon_mark;
     let router = Arc::clone(router);
     let domains: dns::DomainHook = Arc::new(move |addr, names| {
-        let mapped = match addr {
-            std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-            std::net::IpAddr::V6(v6) => v6.octets(),
-        };
-        if let Err(e) = router.lock().unwrap_or_else(|e| e.into_inner()).set_domains(mapped, names.to_vec()) {
+        if let Err(e) = router
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_domains(datapath_abi::flow::mapped(addr), names.to_vec())
+        {
             warn!(%addr, error = %e, "publishing a DNS answer's names to the kernel");
         }
     });

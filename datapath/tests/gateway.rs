@@ -37,6 +37,19 @@ fn udp_who_am_i_server(ns: &Netns, addr: SocketAddr) {
     });
 }
 
+/// `dae stats` once `key` reaches `at_least` (the userspace counters reach it within about a second), or after
+/// 3 s whatever it says.
+fn stats_when(daemon: &Daemon, key: &str, at_least: u64) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let stats = daemon.stats().unwrap();
+        if stats[key].as_u64().unwrap_or(0) >= at_least || std::time::Instant::now() > deadline {
+            return stats;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Sends a datagram from `ns` to `to`; what the server says the sender is, and where the answer came from.
 fn udp_seen_as(ns: &Netns, to: SocketAddr) -> std::io::Result<(String, SocketAddr)> {
     ns.run_in(move || -> std::io::Result<(String, SocketAddr)> {
@@ -64,14 +77,8 @@ fn seen_as(ns: &Netns, to: SocketAddr) -> std::io::Result<String> {
 #[test]
 fn proxied_lan_flows_go_through_their_groups_node_and_direct_ones_are_forwarded() {
     let test = "proxied_lan_flows_go_through_their_groups_node_and_direct_ones_are_forwarded";
-    if skip_unless_root(test) {
+    if bench_lab::dns::skip(test, &["microsocks", "tinyproxy"]) {
         return;
-    }
-    for tool in ["microsocks", "tinyproxy"] {
-        if !bench_lab::dns::have(tool) {
-            eprintln!("SKIP {test}: `{tool}` is not installed (scripts/setup.sh installs it)");
-            return;
-        }
     }
     let topo = Topology::client_gateway_server().unwrap();
     let lan = topo.lan();
@@ -120,14 +127,7 @@ fn proxied_lan_flows_go_through_their_groups_node_and_direct_ones_are_forwarded(
         std::thread::sleep(Duration::from_millis(200));
     }
     // The userspace counters reach `dae stats` within about a second.
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
-    let stats = loop {
-        let stats = daemon.stats().unwrap();
-        if stats["relay_no_alive_node"].as_u64().unwrap_or(0) >= 1 || std::time::Instant::now() > deadline {
-            break stats;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let stats = stats_when(&daemon, "relay_no_alive_node", 1);
     assert!(stats["relay_no_alive_node"].as_u64().unwrap() >= 1, "{stats}");
     assert!(stats["relay_tcp_relayed"].as_u64().unwrap() >= 4, "{stats}");
     assert!(stats["steered"].as_u64().unwrap() >= 4, "{stats}");
@@ -142,11 +142,7 @@ fn proxied_lan_flows_go_through_their_groups_node_and_direct_ones_are_forwarded(
 #[test]
 fn after_the_daemon_is_killed_proxied_flows_pass_untouched_once_the_gate_closes() {
     let test = "after_the_daemon_is_killed_proxied_flows_pass_untouched_once_the_gate_closes";
-    if skip_unless_root(test) {
-        return;
-    }
-    if !bench_lab::dns::have("microsocks") {
-        eprintln!("SKIP {test}: `microsocks` is not installed (scripts/setup.sh installs it)");
+    if bench_lab::dns::skip(test, &["microsocks"]) {
         return;
     }
     let topo = Topology::client_gateway_server().unwrap();
@@ -208,11 +204,7 @@ fn after_the_daemon_is_killed_proxied_flows_pass_untouched_once_the_gate_closes(
 #[test]
 fn proxied_udp_is_relayed_in_sessions_directly_and_through_a_socks5_udp_association() {
     let test = "proxied_udp_is_relayed_in_sessions_directly_and_through_a_socks5_udp_association";
-    if skip_unless_root(test) {
-        return;
-    }
-    if !bench_lab::dns::have("danted") {
-        eprintln!("SKIP {test}: `danted` is not installed (scripts/setup.sh installs dante-server)");
+    if bench_lab::dns::skip(test, &["danted"]) {
         return;
     }
     let topo = Topology::client_gateway_server().unwrap();
@@ -254,14 +246,7 @@ fn proxied_udp_is_relayed_in_sessions_directly_and_through_a_socks5_udp_associat
     }
     // One session per client socket (each exchange above binds a new one): three per family; every datagram
     // answered.
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
-    let stats = loop {
-        let stats = daemon.stats().unwrap();
-        if stats["udp_replied"].as_u64().unwrap_or(0) >= 6 || std::time::Instant::now() > deadline {
-            break stats;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let stats = stats_when(&daemon, "udp_replied", 6);
     assert_eq!(stats["udp_sessions"], 6, "{stats}");
     assert_eq!(stats["udp_forwarded"], 6, "{stats}");
     assert_eq!(stats["udp_replied"], 6, "{stats}");
@@ -271,14 +256,8 @@ fn proxied_udp_is_relayed_in_sessions_directly_and_through_a_socks5_udp_associat
 #[test]
 fn gateway_originated_flows_are_proxied_by_pname_and_by_wan_interface() {
     let test = "gateway_originated_flows_are_proxied_by_pname_and_by_wan_interface";
-    if skip_unless_root(test) {
+    if bench_lab::dns::skip(test, &["danted", "socat"]) {
         return;
-    }
-    for tool in ["danted", "socat"] {
-        if !bench_lab::dns::have(tool) {
-            eprintln!("SKIP {test}: `{tool}` is not installed (scripts/setup.sh installs it)");
-            return;
-        }
     }
     let topo = Topology::client_gateway_server().unwrap();
     let lan = topo.lan();
@@ -353,11 +332,7 @@ fn http_seen_as(ns: &Netns, to: SocketAddr, host: &str) -> std::io::Result<Strin
 #[test]
 fn a_sniffed_name_reroutes_the_connection_and_is_dialed_by_name() {
     let test = "a_sniffed_name_reroutes_the_connection_and_is_dialed_by_name";
-    if skip_unless_root(test) {
-        return;
-    }
-    if !bench_lab::dns::have("microsocks") {
-        eprintln!("SKIP {test}: `microsocks` is not installed (scripts/setup.sh installs it)");
+    if bench_lab::dns::skip(test, &["microsocks"]) {
         return;
     }
     let topo = Topology::client_gateway_server().unwrap();
@@ -389,14 +364,7 @@ fn a_sniffed_name_reroutes_the_connection_and_is_dialed_by_name() {
         blocked.as_ref().is_err() || blocked.as_ref().is_ok_and(String::is_empty),
         "re-routed to block: {blocked:?}"
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
-    let stats = loop {
-        let stats = daemon.stats().unwrap();
-        if stats["relay_rerouted"].as_u64().unwrap_or(0) >= 2 || std::time::Instant::now() > deadline {
-            break stats;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let stats = stats_when(&daemon, "relay_rerouted", 2);
     assert_eq!(stats["relay_sniffed"], 3, "{stats}");
     assert_eq!(stats["relay_rerouted"], 2, "{stats}");
 }
@@ -418,11 +386,7 @@ fn udp_counter(ns: &Netns, addr: SocketAddr) -> std::sync::Arc<std::sync::atomic
 #[test]
 fn a_sniffed_quic_name_routes_the_udp_flow() {
     let test = "a_sniffed_quic_name_routes_the_udp_flow";
-    if skip_unless_root(test) {
-        return;
-    }
-    if !bench_lab::dns::have("gtlsclient") {
-        eprintln!("SKIP {test}: `gtlsclient` is not installed (scripts/setup.sh installs ngtcp2-client)");
+    if bench_lab::dns::skip(test, &["gtlsclient"]) {
         return;
     }
     let topo = Topology::client_gateway_server().unwrap();
@@ -462,14 +426,7 @@ fn a_sniffed_quic_name_routes_the_udp_flow() {
     let seen = |count: &std::sync::atomic::AtomicUsize| count.load(std::sync::atomic::Ordering::Relaxed);
     assert!(seen(&allowed) >= 1, "the allowed name's Initials were relayed: {}", context(&daemon));
     assert_eq!(seen(&blocked), 0, "the blocked name's Initials never left: {}", context(&daemon));
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
-    let stats = loop {
-        let stats = daemon.stats().unwrap();
-        if stats["udp_quic_rerouted"].as_u64().unwrap_or(0) >= 1 || std::time::Instant::now() > deadline {
-            break stats;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let stats = stats_when(&daemon, "udp_quic_rerouted", 1);
     assert!(stats["udp_quic_sniffed"].as_u64().unwrap() >= 2, "{stats}");
     assert_eq!(stats["udp_quic_rerouted"], 1, "{stats}");
 }
@@ -483,8 +440,10 @@ fn a_burst_of_udp_datagrams_leaves_in_gso_sends_intact_and_in_order() {
     let topo = Topology::client_gateway_server().unwrap();
     let lan = topo.lan();
     let to = SocketAddr::new(IpAddr::from(topo.server_v4), 5551);
-    // The server keeps every datagram it receives.
+    // The server keeps every datagram it receives; its buffer holds the whole burst (the default, ~208 KB,
+    // overflows when parallel tests keep the receiving thread off the CPU).
     let socket = topo.server.run_in(move || UdpSocket::bind(to)).unwrap().unwrap();
+    dns::service::sys::size_receive_buffer(std::os::fd::AsRawFd::as_raw_fd(&socket), 8 << 20);
     let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));
     let sink = std::sync::Arc::clone(&received);
     std::thread::spawn(move || {
@@ -523,14 +482,7 @@ fn a_burst_of_udp_datagrams_leaves_in_gso_sends_intact_and_in_order() {
     for (i, payload) in got.iter().enumerate() {
         assert_eq!(payload, &datagram(i), "datagram {i} intact and in order");
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
-    let stats = loop {
-        let stats = daemon.stats().unwrap();
-        if stats["udp_forwarded"].as_u64().unwrap_or(0) >= 301 || std::time::Instant::now() > deadline {
-            break stats;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let stats = stats_when(&daemon, "udp_forwarded", 301);
     assert_eq!(stats["udp_forwarded"], 301, "{stats}");
     assert!(stats["udp_gso_sends"].as_u64().unwrap() >= 1, "runs left in GSO sends: {stats}");
 }

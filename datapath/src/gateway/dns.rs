@@ -38,7 +38,7 @@ use tracing::debug;
 use crate::{flow_table::FlowTable, links::LinkReader};
 
 /// The port DNS is intercepted on (the kernel's `outbound::DNS` decision is made for it only).
-pub const DNS_PORT: u16 = 53;
+pub use config::rules::DNS_PORT;
 /// Reply sockets kept (one per server address clients ask); past this the cache starts over.
 const MAX_REPLY_SOCKETS: usize = 1024;
 /// Longest DNS message over TCP.
@@ -61,16 +61,19 @@ impl Replies {
     /// connection.
     pub fn sink(self: &Arc<Self>) -> AnswerSink {
         let replies = Arc::clone(self);
-        Arc::new(move |client: ClientAddr, message: &[u8]| {
-            let delivered = match client.tcp {
-                Some(token) => replies.send_tcp(token, message),
-                None => replies.send_udp(&client, message),
-            };
-            if let Err(e) = delivered {
-                replies.undelivered.fetch_add(1, Ordering::Relaxed);
-                debug!(peer = %client.peer, error = %e, "DNS answer not delivered");
-            }
-        })
+        Arc::new(move |client: ClientAddr, message: &[u8]| replies.deliver(&client, message))
+    }
+
+    /// Sends `message` to `client`: from the server's address over UDP, framed on its connection over TCP.
+    fn deliver(&self, client: &ClientAddr, message: &[u8]) {
+        let delivered = match client.tcp {
+            Some(token) => self.send_tcp(token, message),
+            None => self.send_udp(client, message),
+        };
+        if let Err(e) = delivered {
+            self.undelivered.fetch_add(1, Ordering::Relaxed);
+            debug!(peer = %client.peer, error = %e, "DNS answer not delivered");
+        }
     }
 
     fn send_udp(&self, client: &ClientAddr, message: &[u8]) -> io::Result<()> {
@@ -165,7 +168,7 @@ impl Intercept {
             Err(query) => {
                 self.refused.fetch_add(1, Ordering::Relaxed);
                 if let Some(refused) = refused_answer(&query.message) {
-                    (self.replies.sink())(query.client, &refused);
+                    self.replies.deliver(&query.client, &refused);
                 }
             }
         }

@@ -261,11 +261,10 @@ impl UdpRelay {
         let key = Self::key(client, dst);
         match self.cx.flows.lookup(&key, self.cx.seed) {
             Some(tag) if (outbound::GROUP_BASE..=outbound::GROUP_MAX).contains(&tag.outbound) => {
-                let Some(group) = self.cx.outbounds.groups().get(usize::from(tag.outbound - outbound::GROUP_BASE))
-                else {
-                    return (Route::Drop, None);
-                };
-                (self.pick(group, client, dst), Some(tag))
+                match self.cx.group_of(&tag) {
+                    Some(group) => (self.pick(group, client, dst), Some(tag)),
+                    None => (Route::Drop, None),
+                }
             }
             _ => (Route::Via(None), None),
         }
@@ -295,17 +294,7 @@ impl UdpRelay {
     ) -> Route {
         self.counters.quic_sniffed.fetch_add(1, Ordering::Relaxed);
         let sniffing = self.cx.sniffing.load();
-        let mapped = match dst.ip() {
-            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-            IpAddr::V6(v6) => v6.octets(),
-        };
-        let verified = self
-            .cx
-            .router
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .names_of(&mapped)
-            .is_some_and(|names| names.iter().any(|known| known == name));
+        let verified = self.cx.name_verified(dst.ip(), name);
         // QUIC keeps the IP as the dial target; only the route can change.
         let decision = decide(sniffing.dial_mode, Transport::Udp, dst, Some(name), verified);
         let Some(name) = decision.reroute else { return kernel };

@@ -31,6 +31,8 @@ use relay::{
 use socket2::{Domain, Socket, Type};
 use tracing::{debug, warn};
 
+use dns::service::sys;
+
 use super::dns::{DNS_PORT, Intercept, serve_tcp};
 use crate::{flow_table::FlowTable, links::LinkReader, routing::Router};
 
@@ -54,23 +56,15 @@ pub const DIAL_TIMEOUT: Duration = Duration::from_secs(8);
 /// Pending connections a worker's listener queues.
 const LISTEN_BACKLOG: i32 = 1024;
 
-fn set_int(fd: i32, level: i32, name: i32, value: i32) -> io::Result<()> {
-    // SAFETY: setsockopt with a valid fd and a pointer to an int of the size given.
-    let rc = unsafe {
-        libc::setsockopt(fd, level, name, (&raw const value).cast(), size_of::<libc::c_int>() as libc::socklen_t)
-    };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
-}
-
 /// A transparent TCP listener on an ephemeral port (`bpf_sk_assign` does not care which) for one family.
 pub fn transparent_listener(ipv6: bool) -> io::Result<TcpListener> {
     let socket = Socket::new(if ipv6 { Domain::IPV6 } else { Domain::IPV4 }, Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     if ipv6 {
         socket.set_only_v6(true)?;
-        set_int(socket.as_raw_fd(), libc::SOL_IPV6, libc::IPV6_TRANSPARENT, 1)?;
+        sys::set_int_opt(socket.as_raw_fd(), libc::SOL_IPV6, libc::IPV6_TRANSPARENT, 1)?;
     } else {
-        set_int(socket.as_raw_fd(), libc::SOL_IP, libc::IP_TRANSPARENT, 1)?;
+        sys::set_int_opt(socket.as_raw_fd(), libc::SOL_IP, libc::IP_TRANSPARENT, 1)?;
     }
     let any: SocketAddr = if ipv6 { "[::]:0".parse().expect("literal") } else { "0.0.0.0:0".parse().expect("literal") };
     socket.bind(&any.into())?;
@@ -97,6 +91,21 @@ pub struct RelayContext {
     pub router: Arc<std::sync::Mutex<Router>>,
 }
 
+impl RelayContext {
+    /// The group the kernel routed a flow to, if its decision is a group.
+    pub fn group_of(&self, tag: &FlowTag) -> Option<&relay::outbound::Group> {
+        (outbound::GROUP_BASE..=outbound::GROUP_MAX)
+            .contains(&tag.outbound)
+            .then(|| self.outbounds.groups().get(usize::from(tag.outbound - outbound::GROUP_BASE)))?
+    }
+
+    /// Whether DNS answers gave `ip` the name `name` (`dial_mode: domain` verification).
+    pub fn name_verified(&self, ip: std::net::IpAddr, name: &str) -> bool {
+        let router = self.router.lock().unwrap_or_else(|e| e.into_inner());
+        router.names_of(&datapath_abi::flow::mapped(ip)).is_some_and(|names| names.iter().any(|known| known == name))
+    }
+}
+
 /// What the relay counts (`dae stats`).
 #[derive(Debug, Default)]
 pub struct RelayCounters {
@@ -117,22 +126,16 @@ pub struct RelayCounters {
 /// Accepts steered connections forever, relaying each on its own threads; connections to port 53 go to the DNS
 /// forwarder when it runs.
 pub fn serve(listener: TcpListener, relay_cx: Arc<RelayContext>, dns: Option<Arc<Intercept>>, links: LinkReader) {
-    let links = Arc::new(std::sync::Mutex::new(links));
     loop {
         match listener.accept() {
             Ok((client, peer)) => {
-                let (dns, links, relay_cx) = (dns.clone(), Arc::clone(&links), Arc::clone(&relay_cx));
+                // Each connection thread reads link names through its own (lock-free) reader.
+                let (dns, mut links, relay_cx) = (dns.clone(), links.clone(), Arc::clone(&relay_cx));
                 std::thread::spawn(move || {
                     let to_dns = client.local_addr().is_ok_and(|a| a.port() == DNS_PORT);
                     let result = match dns {
-                        Some(intercept) if to_dns => {
-                            let mut reader = links.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                            serve_tcp(client, peer, &intercept, &mut reader)
-                        }
-                        _ => {
-                            let mut reader = links.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                            relay(client, peer, &relay_cx, &mut reader)
-                        }
+                        Some(intercept) if to_dns => serve_tcp(client, peer, &intercept, &mut links),
+                        _ => relay(client, peer, &relay_cx, &mut links),
                     };
                     if let Err(e) = result {
                         debug!(%peer, error = %e, "relay ended");
@@ -270,10 +273,7 @@ fn sniff(client: &TcpStream, port: u16, timeout: Duration) -> Option<String> {
 
 /// The kernel's choice for the flow.
 fn kernel_choice<'a>(cx: &'a RelayContext, tag: Option<&FlowTag>) -> Option<Choice<'a>> {
-    let tag = tag?;
-    (outbound::GROUP_BASE..=outbound::GROUP_MAX)
-        .contains(&tag.outbound)
-        .then(|| cx.outbounds.groups().get(usize::from(tag.outbound - outbound::GROUP_BASE)).map(Choice::Group))?
+    cx.group_of(tag?).map(Choice::Group)
 }
 
 /// Routes again with a sniffed `name` through the userspace matcher (the packet as the kernel saw it, minus what
@@ -340,16 +340,7 @@ fn relay(client: TcpStream, peer: SocketAddr, cx: &RelayContext, links: &mut Lin
     let mut dial_to = Target::Addr(target);
     if let (Some(name), Some(tag)) = (sniffed.as_deref(), &tag) {
         cx.counters.sniffed.fetch_add(1, Ordering::Relaxed);
-        let mapped = match target.ip() {
-            std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-            std::net::IpAddr::V6(v6) => v6.octets(),
-        };
-        let verified = cx
-            .router
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .names_of(&mapped)
-            .is_some_and(|names| names.iter().any(|known| known == name));
+        let verified = cx.name_verified(target.ip(), name);
         let decision = decide(sniffing.dial_mode, Transport::Tcp, target, Some(name), verified);
         if let Some(name) = decision.reroute
             && let Some(again) = reroute(cx, &sniffing.rules, tag, peer, target, name, L4::Tcp, links)
