@@ -227,23 +227,15 @@ fn misbehaving_upstream_every_query_gets_its_own_answer_or_servfail_and_nothing_
                     .collect();
                 assert_eq!(ips, vec![address_of(n)], "{}: its own address", asked.name);
             }
-            // Queries that share pipelined connections with `reset-*` may be reset more often than their retry
-            // budget allows: SERVFAIL is then the right answer; a wrong one never is.
-            ResponseCode::ServFail => assert!(
-                ["drop", "reset"].contains(&kind.as_str()) || asked.name.ends_with(".tcp.fault.test."),
-                "{}: SERVFAIL where an answer was due",
-                asked.name
-            ),
+            // Queries that share pipelined connections with `reset-*` are bystanders: a break spends an attempt
+            // of the oldest unanswered query only, so they are re-sent until answered.
+            ResponseCode::ServFail => {
+                assert!(["drop", "reset"].contains(&kind.as_str()), "{}: SERVFAIL where an answer was due", asked.name)
+            }
             other => panic!("{}: unexpected {other:?}", asked.name),
         }
     }
     eprintln!("outcomes: {by_outcome:?}");
-    let tcp_ok = asked
-        .iter()
-        .filter(|a| a.name.starts_with("ok-") && a.name.ends_with(".tcp.fault.test."))
-        .filter(|a| a.answer.as_ref().is_some_and(|m| m.metadata.response_code == ResponseCode::NoError))
-        .count();
-    assert!(tcp_ok >= PER_KIND as usize / 2, "queries orphaned by resets were retried: {tcp_ok} of {PER_KIND}");
     // Every question the upstream lied about is cached under its own name with its own address.
     let wrongq: Vec<String> = (0..PER_KIND).map(|n| format!("wrongq-{n}.fault.test.")).collect();
     let again = lan.client.run_in(move || ask_all(server, &wrongq)).unwrap();
@@ -265,7 +257,11 @@ fn misbehaving_upstream_every_query_gets_its_own_answer_or_servfail_and_nothing_
         + stats["late_datagrams"].as_u64().unwrap();
     assert!(discarded >= 3 * u64::from(PER_KIND), "every wrong ID, wrong question and late answer discarded: {stats}");
     assert!(stats["late_datagrams"].as_u64().unwrap() >= 1, "delayed answers arrived late: {stats}");
-    assert!(stats["tcp_broken"].as_u64().unwrap() >= 1, "{stats}");
+    assert!(
+        stats["tcp_broken"].as_u64().unwrap() >= u64::from(PER_KIND / 4),
+        "every reset broke a connection: {stats}"
+    );
+    assert!(stats["tcp_bystanders"].as_u64().unwrap() >= 1, "queries orphaned by resets were re-sent: {stats}");
     assert!(stats["tcp_fallbacks"].as_u64().unwrap() >= u64::from(PER_KIND), "{stats}");
     stop.store(true, Ordering::Relaxed);
     udp.join().unwrap().unwrap();

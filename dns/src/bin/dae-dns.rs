@@ -135,6 +135,7 @@ fn stats_json(workers: &[WorkerStats]) -> String {
         ("sockets_retired", sum(&|w| w.core.sockets_retired)),
         ("tcp_opened", sum(&|w| w.core.tcp_opened)),
         ("tcp_broken", sum(&|w| w.core.tcp_broken)),
+        ("tcp_bystanders", sum(&|w| w.core.tcp_bystanders)),
         ("in_flight", sum(&|w| w.core.in_flight)),
         ("upstream_pending", sum(&|w| w.core.upstream_pending)),
         ("flights_now", sum(&|w| w.core.flights_now)),

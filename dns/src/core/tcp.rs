@@ -67,6 +67,11 @@ impl TcpConn {
         None
     }
 
+    /// How many IDs were allocated on this connection since `id` (IDs advance sequentially): larger is older.
+    pub fn age(&self, id: u16) -> u16 {
+        self.next_id.wrapping_sub(id)
+    }
+
     /// Appends received bytes and moves every complete message into `frames`.
     pub fn receive(&mut self, bytes: &[u8], frames: &mut Vec<Vec<u8>>) -> Result<(), BadFrame> {
         self.rx.extend_from_slice(bytes);

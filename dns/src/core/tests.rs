@@ -421,6 +421,73 @@ fn tcp_pipeline_answers_out_of_order_and_a_reset_retries_exactly_its_own_queries
     h.assert_no_leaks();
 }
 
+/// The frames written on one connection, each a DNS message.
+fn split_frames(written: &[u8]) -> Vec<Vec<u8>> {
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while at < written.len() {
+        let len = usize::from(u16::from_be_bytes([written[at], written[at + 1]]));
+        frames.push(written[at + 2..at + 2 + len].to_vec());
+        at += 2 + len;
+    }
+    frames
+}
+
+fn qname_of(message: &[u8]) -> String {
+    Message::from_vec(message).unwrap().queries[0].name().to_ascii()
+}
+
+#[test]
+fn a_break_spends_an_attempt_of_the_oldest_query_only_so_bystanders_outlive_many_breaks() {
+    let mut h = Harness::default();
+    // An in-order server that answers each query until it reaches a `kill*` one, then resets the connection.
+    let names = ["kill1.tcp.test.", "kill2.tcp.test.", "kill3.tcp.test.", "kill4.tcp.test.", "a.tcp.test."];
+    for (id, name) in names.iter().enumerate() {
+        h.ask(name, id as u16);
+    }
+    // Sends: written on a connection. Reached: processed by the server before it died.
+    let mut sends: HashMap<String, usize> = HashMap::new();
+    let mut reached: HashMap<String, usize> = HashMap::new();
+    let mut connections = 0;
+    while let Some(&(conn, _)) = h.tcp_connects.get(connections) {
+        connections += 1;
+        assert!(connections < 50, "breaks must end");
+        h.core.tcp_connected(h.now, conn);
+        h.drain();
+        let written: Vec<u8> = h.tcp_sent.drain(..).flat_map(|(_, bytes)| bytes).collect();
+        for frame in split_frames(&written) {
+            *sends.entry(qname_of(&frame)).or_default() += 1;
+        }
+        for frame in split_frames(&written) {
+            let name = qname_of(&frame);
+            *reached.entry(name.clone()).or_default() += 1;
+            if name.starts_with("kill") {
+                break;
+            }
+            h.core.tcp_received(h.now, conn, &tcp::frame(&answer(&frame, 60)));
+        }
+        h.core.tcp_closed(h.now, conn);
+        h.drain();
+    }
+    let answered: HashMap<String, ResponseCode> = h
+        .answers
+        .iter()
+        .map(|(_, m)| {
+            let m = Message::from_vec(m).unwrap();
+            (m.queries[0].name().to_ascii(), m.metadata.response_code)
+        })
+        .collect();
+    let max = usize::from(Settings::default().max_attempts);
+    assert_eq!(answered["a.tcp.test."], ResponseCode::NoError, "{answered:?}");
+    assert!(sends["a.tcp.test."] > max, "the bystander lived through more breaks than its attempts: {sends:?}");
+    for kill in &names[..4] {
+        assert_eq!(answered[*kill], ResponseCode::ServFail, "{answered:?}");
+        assert_eq!(reached[*kill], max, "{kill} broke exactly as many connections as it has attempts: {reached:?}");
+    }
+    assert!(h.core.stats().tcp_bystanders > 0);
+    h.assert_no_leaks();
+}
+
 #[test]
 fn tcp_pool_grows_under_load_and_a_slow_dial_does_not_hold_queries_on_open_connections() {
     let mut h = Harness::default();

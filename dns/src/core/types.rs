@@ -237,6 +237,8 @@ pub struct Stats {
     pub tcp_opened: u64,
     /// TCP/TLS connections that failed or broke.
     pub tcp_broken: u64,
+    /// Queries re-sent, without spending an attempt, after a connection broke on an older query.
+    pub tcp_bystanders: u64,
     /// Re-queries made by response rules.
     pub requeries: u64,
     /// Client queries waiting now.

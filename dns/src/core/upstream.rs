@@ -343,6 +343,12 @@ impl Core {
 
     /// Connection `conn` failed to open, broke, or was closed by the upstream: each of its queries is retried
     /// (on another connection) or answered SERVFAIL.
+    ///
+    /// A break spends one attempt of one query. On a connection that was open, the oldest unanswered query is
+    /// the likely cause (a server answers a pipeline mostly in order and dies on the query it cannot take): it
+    /// spends an attempt and is re-sent after the others. The rest are bystanders: re-sent first, in their
+    /// order, with their attempt given back; their deadline still bounds them. A connection that never opened
+    /// spends an attempt of every query on it.
     pub fn tcp_closed(&mut self, now: Instant, conn: ConnId) {
         let (slot, generation) = unpack(conn.0);
         if self.tcp.get(slot, generation).is_none() {
@@ -353,13 +359,32 @@ impl Core {
         if !c.pending.is_empty() || c.state == ConnState::Connecting {
             self.stats.tcp_broken += 1;
         }
-        let mut orphans: Vec<(FlightRef, u32)> = c.pending.values().copied().collect();
-        orphans.sort_unstable();
-        for (flight, attempt) in orphans {
+        let mut orphans: Vec<(u16, FlightRef)> = c
+            .pending
+            .iter()
+            .filter(|(_, (flight, attempt))| {
+                self.flights.get(flight.slot, flight.generation).is_some_and(|f| f.attempt == *attempt)
+            })
+            .map(|(&id, &(flight, _))| (c.age(id), flight))
+            .collect();
+        // Oldest first.
+        orphans.sort_unstable_by(|a, b| b.cmp(a));
+        let suspect = match c.state {
+            ConnState::Open if !orphans.is_empty() => Some(orphans.remove(0).1),
+            _ => None,
+        };
+        for (_, flight) in orphans {
             let Some(f) = self.flights.get_mut(flight.slot, flight.generation) else { continue };
-            if f.attempt != attempt {
-                continue;
+            f.via = Via::None;
+            if suspect.is_some() {
+                self.stats.tcp_bystanders += 1;
+                f.tries = f.tries.saturating_sub(1);
             }
+            self.retry_or_fail(flight, now);
+        }
+        if let Some(flight) = suspect
+            && let Some(f) = self.flights.get_mut(flight.slot, flight.generation)
+        {
             f.via = Via::None;
             self.retry_or_fail(flight, now);
         }
