@@ -78,8 +78,11 @@ fn doh_upstream_carries_queries_as_http2_posts_with_id_zero_on_one_session() {
             serving.abort();
         });
     });
+    // The session must leave with the daemon's mark: nothing else reaches the server.
+    common::only_marked_sockets_reach_the_server(&topo);
     let dns = format!(
-        "global {{}}\ndns {{ bind: '0.0.0.0:53'\n upstream {{ doh: 'https://{server_ip}/dns-query' }}\n routing {{ request {{ fallback: doh }} }} }}"
+        "global {{ so_mark_from_dae: {} }}\ndns {{ bind: '0.0.0.0:53'\n upstream {{ doh: 'https://{server_ip}/dns-query' }}\n routing {{ request {{ fallback: doh }} }} }}",
+        common::TEST_MARK
     );
     let ca = certs.0.join("ca.pem").display().to_string();
     let lan = topo.lan();

@@ -100,8 +100,11 @@ fn dnsperf_burst_through_the_forwarder_loses_nothing() {
 }
 
 #[test]
-fn upstream_given_by_host_name_is_resolved_through_the_bootstrap_resolver() {
-    if skip("upstream_given_by_host_name_is_resolved_through_the_bootstrap_resolver", &["nsd", "kdig"]) {
+fn upstream_given_by_host_name_is_resolved_through_the_bootstrap_resolver_with_the_daemons_mark() {
+    if skip(
+        "upstream_given_by_host_name_is_resolved_through_the_bootstrap_resolver_with_the_daemons_mark",
+        &["nsd", "kdig"],
+    ) {
         return;
     }
     let topo = Topology::with_lans(1).unwrap();
@@ -111,11 +114,14 @@ fn upstream_given_by_host_name_is_resolved_through_the_bootstrap_resolver() {
         Nsd::start(&topo.server, &server, 5301, "boot.test", &zone("boot.test", "10.4.4.4"), "ns.boot.test");
     let _upstream =
         Nsd::start(&topo.server, &server, 5302, "boot.test", &zone("boot.test", "10.4.4.4"), "www.boot.test");
+    // The bootstrap lookup and the queries must leave with the daemon's mark: nothing else reaches the server.
+    common::only_marked_sockets_reach_the_server(&topo);
     let config = format!(
-        "global {{ bootstrap_resolver: '{server}:5301' }}
+        "global {{ bootstrap_resolver: '{server}:5301'\n so_mark_from_dae: {} }}
          dns {{ bind: '0.0.0.0:53'
                upstream {{ named: 'udp://ns.boot.test:5302' }}
-               routing {{ request {{ fallback: named }} }} }}"
+               routing {{ request {{ fallback: named }} }} }}",
+        common::TEST_MARK
     );
     let _forwarder = Forwarder::start(&topo.gateway, &config, &["--workers", "1"]);
     let lan = topo.lan();

@@ -147,7 +147,7 @@ pub(crate) static KEYS: &[Key] = &[
         Ok(())
     }),
     key("mptcp", NotImplemented, |g, cx, d| boolean(cx, d).map(|v| g.mptcp = v)),
-    key("bootstrap_resolver", NotImplemented, |g, cx, d| socket_addr(cx, d).map(|v| g.bootstrap_resolver = Some(v))),
+    key("bootstrap_resolver", Implemented, |g, cx, d| socket_addr(cx, d).map(|v| g.bootstrap_resolver = Some(v))),
     key("fallback_resolver", NotImplemented, |g, cx, d| socket_addr(cx, d).map(|v| g.fallback_resolver = v)),
     key("bandwidth_max_tx", NotImplemented, |g, cx, d| bandwidth(cx, d).map(|v| g.bandwidth_max_tx = v)),
     key("bandwidth_max_rx", NotImplemented, |g, cx, d| bandwidth(cx, d).map(|v| g.bandwidth_max_rx = v)),

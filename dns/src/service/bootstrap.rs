@@ -24,6 +24,7 @@ pub(super) fn run(
     names: Vec<(usize, String, u16)>,
     server: SocketAddr,
     workers: Vec<Sender<Control>>,
+    mark: u32,
     stop: &AtomicBool,
 ) {
     let mut due: Vec<Instant> = vec![Instant::now(); names.len()];
@@ -33,7 +34,7 @@ pub(super) fn run(
             if due[index] > now {
                 continue;
             }
-            match resolve(server, name) {
+            match resolve(server, name, mark) {
                 Ok((ip, ttl)) => {
                     for worker in &workers {
                         let _ = worker.send(Control::SetUpstream(*id, Some(SocketAddr::new(ip, *port))));
@@ -50,11 +51,16 @@ pub(super) fn run(
     }
 }
 
-/// The first address of `name` (A, then AAAA) and its TTL.
-pub fn resolve(server: SocketAddr, name: &str) -> std::io::Result<(IpAddr, u32)> {
+/// The first address of `name` (A, then AAAA) and its TTL, asked from a socket with SO_MARK `mark` (unless 0).
+pub fn resolve(server: SocketAddr, name: &str, mark: u32) -> std::io::Result<(IpAddr, u32)> {
     let fqdn = Name::from_ascii(format!("{name}.")).map_err(std::io::Error::other)?;
     let bind: SocketAddr = if server.is_ipv4() { "0.0.0.0:0".parse() } else { "[::]:0".parse() }.expect("literal");
-    let socket = UdpSocket::bind(bind)?;
+    let socket = socket2::Socket::new(socket2::Domain::for_address(server), socket2::Type::DGRAM, None)?;
+    if mark != 0 {
+        socket.set_mark(mark)?;
+    }
+    socket.bind(&bind.into())?;
+    let socket: UdpSocket = socket.into();
     socket.connect(server)?;
     socket.set_read_timeout(Some(TIMEOUT))?;
     for record_type in [RecordType::A, RecordType::AAAA] {

@@ -88,6 +88,7 @@ impl Outbox {
 pub(crate) fn start(
     workers: usize,
     tls: Arc<rustls::ClientConfig>,
+    mark: u32,
 ) -> std::io::Result<(mpsc::Sender<Command>, Vec<Inbox>, std::thread::JoinHandle<()>)> {
     let (commands, mut receiver) = mpsc::channel::<Command>(COMMAND_QUEUE);
     let mut inboxes = Vec::new();
@@ -113,7 +114,7 @@ pub(crate) fn start(
                         let outbox = outboxes[worker].clone();
                         let connector = connector.clone();
                         tokio::spawn(async move {
-                            let result = session(connector, remote, &server_name, &path, conn, rx, &outbox).await;
+                            let result = session(connector, remote, mark, &server_name, &path, conn, rx, &outbox).await;
                             let _ = result;
                             outbox.send(Event::Closed(conn));
                         });
@@ -136,18 +137,25 @@ pub(crate) fn start(
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// One HTTP/2 session: connect, TLS with ALPN h2, then one POST per DNS message until the worker closes it or
-/// the session breaks.
+/// One HTTP/2 session: connect (with SO_MARK `mark` unless 0, so the gateway never steers it), TLS with ALPN
+/// h2, then one POST per DNS message until the worker closes it or the session breaks.
+#[allow(clippy::too_many_arguments)]
 async fn session(
     connector: tokio_rustls::TlsConnector,
     remote: SocketAddr,
+    mark: u32,
     server_name: &str,
     path: &str,
     conn: ConnId,
     mut messages: mpsc::Receiver<Vec<u8>>,
     outbox: &Arc<Outbox>,
 ) -> Result<(), BoxError> {
-    let tcp = tokio::net::TcpStream::connect(remote).await?;
+    let socket = socket2::Socket::new(socket2::Domain::for_address(remote), socket2::Type::STREAM, None)?;
+    if mark != 0 {
+        socket.set_mark(mark)?;
+    }
+    socket.set_nonblocking(true)?;
+    let tcp = tokio::net::TcpSocket::from_std_stream(socket.into()).connect(remote).await?;
     tcp.set_nodelay(true)?;
     let name =
         rustls::pki_types::ServerName::try_from(server_name.trim_start_matches('[').trim_end_matches(']'))?.to_owned();

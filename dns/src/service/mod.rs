@@ -93,8 +93,8 @@ pub struct Options {
     pub extra_binds: Vec<config::dns::Bind>,
     /// PEM files of the certificate authorities DoT upstreams are verified against.
     pub tls_roots: Vec<std::path::PathBuf>,
-    /// SO_MARK on UDP, TCP and DoT upstream sockets (0: none), so the gateway never steers its own queries.
-    /// DoH and bootstrap sockets do not carry it yet.
+    /// SO_MARK on every upstream socket (UDP, TCP, DoT, DoH and the bootstrap resolver's; 0: none), so the
+    /// gateway never steers its own queries. [`Options::for_config`] takes `global.so_mark_from_dae`.
     pub mark: u32,
     /// Longest pause of interrupt moderation: under load (over 5,000 queries/s) a worker that woke for fewer
     /// than 8 datagrams pauses until about 8 more have queued, at most this long; zero turns it off. See
@@ -124,6 +124,7 @@ impl Options {
         Self {
             lan_interfaces: config.global.lan_interface.clone(),
             bootstrap: config.global.bootstrap_resolver.unwrap_or(DEFAULT_BOOTSTRAP),
+            mark: config.global.so_mark_from_dae.unwrap_or(0),
             ..Self::default()
         }
     }
@@ -337,7 +338,8 @@ impl Service {
         let mut doh_commands = None;
         let mut doh_thread = None;
         if dns.upstreams.iter().any(|u| u.addr.scheme == config::dns::Scheme::Https) {
-            let (commands, inboxes, thread) = doh::start(workers, tls.clone()).map_err(ServiceError::Thread)?;
+            let (commands, inboxes, thread) =
+                doh::start(workers, tls.clone(), options.mark).map_err(ServiceError::Thread)?;
             doh_commands = Some(commands);
             doh_inboxes = inboxes.into_iter().map(Some).collect();
             doh_thread = Some(thread);
@@ -407,10 +409,10 @@ impl Service {
             .collect();
         if !names.is_empty() {
             let stop = stop.clone();
-            let bootstrap = options.bootstrap;
+            let (bootstrap, mark) = (options.bootstrap, options.mark);
             let thread = std::thread::Builder::new()
                 .name("dns-bootstrap".into())
-                .spawn(move || bootstrap::run(names, bootstrap, controls, &stop))
+                .spawn(move || bootstrap::run(names, bootstrap, controls, mark, &stop))
                 .map_err(ServiceError::Thread)?;
             threads.push(thread);
         }

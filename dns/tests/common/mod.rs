@@ -125,3 +125,35 @@ pub fn server_tls(dir: &Scratch, ip: &str, alpn: &[&[u8]]) -> rustls::ServerConf
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     config
 }
+
+/// The fwmark the mark tests give `so_mark_from_dae`.
+pub const TEST_MARK: u32 = 0x2a0;
+
+/// From now on only sockets carrying [`TEST_MARK`] reach the server from the gateway: a blackhole route for the
+/// server in the main table, and a policy rule sending marked packets to a table that has the real route.
+pub fn only_marked_sockets_reach_the_server(topo: &bench_lab::topology::Topology) {
+    let server = format!("{}/32", topo.server_v4);
+    let mark = format!("{TEST_MARK:#x}");
+    for args in [
+        &["route", "add", server.as_str(), "dev", topo.wan_if.as_str(), "table", "4242"][..],
+        &["rule", "add", "fwmark", mark.as_str(), "table", "4242", "pref", "100"],
+        &["route", "add", "blackhole", server.as_str()],
+    ] {
+        topo.gateway.ip(args).unwrap();
+    }
+    let server = std::net::SocketAddr::from((topo.server_v4, 53));
+    let reach = topo
+        .gateway
+        .run_in(move || {
+            let connect = |mark: u32| {
+                let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
+                if mark != 0 {
+                    socket.set_mark(mark)?;
+                }
+                socket.connect(&server.into())
+            };
+            (connect(0).is_ok(), connect(TEST_MARK).is_ok())
+        })
+        .unwrap();
+    assert_eq!(reach, (false, true), "only a marked socket has a route to the server");
+}
