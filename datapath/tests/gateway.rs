@@ -486,3 +486,89 @@ fn a_burst_of_udp_datagrams_leaves_in_gso_sends_intact_and_in_order() {
     assert_eq!(stats["udp_forwarded"], 301, "{stats}");
     assert!(stats["udp_gso_sends"].as_u64().unwrap() >= 1, "runs left in GSO sends: {stats}");
 }
+
+/// The `Threads:` line of `/proc/PID/status`.
+fn threads_of(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find_map(|l| l.strip_prefix("Threads:")).unwrap().trim().parse().unwrap()
+}
+
+#[test]
+fn relayed_connections_share_the_per_core_loops_and_half_close_carries_through() {
+    if skip_unless_root("relayed_connections_share_the_per_core_loops_and_half_close_carries_through") {
+        return;
+    }
+    const CONNECTIONS: usize = 40;
+    const BYTES: usize = 100_000;
+    let topo = Topology::client_gateway_server().unwrap();
+    let lan = topo.lan();
+    let server = IpAddr::from(topo.server_v4);
+    // Reads each connection to EOF, then answers how many bytes came, then closes: works only if the client's
+    // half-close reaches the server and the answer still travels back over the half-closed connection.
+    let listener = topo.server.run_in(move || TcpListener::bind(SocketAddr::new(server, 5531))).unwrap().unwrap();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut all = Vec::new();
+                if stream.read_to_end(&mut all).is_ok() {
+                    let _ = stream.write_all(all.len().to_string().as_bytes());
+                }
+            });
+        }
+    });
+    let config = format!(
+        "global {{\n  lan_interface: {}\n  wan_interface: {}\n}}\nnode {{\n  gw: 'direct'\n}}\n\
+         group {{\n  from_gateway {{\n    policy: fixed(0)\n  }}\n}}\nrouting {{\n  dport(5531) -> from_gateway\n  fallback: direct\n}}\n",
+        lan.gateway_if, topo.wan_if
+    );
+    let mut daemon = Daemon::start(&dae(), &topo.gateway, &config, &[]).unwrap();
+    let pid = daemon.pid();
+    let idle_threads = threads_of(pid);
+    let to = SocketAddr::new(server, 5531);
+    let streams = lan
+        .client
+        .run_in(move || {
+            (0..CONNECTIONS)
+                .map(|_| TcpStream::connect_timeout(&to, Duration::from_secs(3)).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .unwrap();
+    let stats = stats_when(&daemon, "relay_tcp_active", CONNECTIONS as u64);
+    assert_eq!(stats["relay_tcp_active"], CONNECTIONS as u64, "{stats}");
+    // Dialling threads end once a connection is handed to its loop: open connections cost no thread.
+    let open_threads = threads_of(pid);
+    assert!(
+        open_threads <= idle_threads + 2,
+        "{CONNECTIONS} open connections: {idle_threads} -> {open_threads} threads"
+    );
+    let answers = lan
+        .client
+        .run_in(move || {
+            let payload = vec![7u8; BYTES];
+            streams
+                .into_iter()
+                .map(|mut stream| {
+                    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    stream.write_all(&payload).unwrap();
+                    stream.shutdown(std::net::Shutdown::Write).unwrap();
+                    let mut answer = String::new();
+                    stream.read_to_string(&mut answer).map(|_| answer)
+                })
+                .collect::<Vec<_>>()
+        })
+        .unwrap();
+    for answer in answers {
+        assert_eq!(answer.unwrap(), BYTES.to_string(), "every byte arrived and the answer came back after EOF");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let stats = loop {
+        let stats = daemon.stats().unwrap();
+        if stats["relay_tcp_active"] == 0 || std::time::Instant::now() > deadline {
+            break stats;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(stats["relay_tcp_active"], 0, "both ends closed: the loops let go: {stats}");
+    assert!(stats["relay_tcp_bytes"].as_u64().unwrap() >= (CONNECTIONS * BYTES) as u64, "{stats}");
+    assert_eq!(stats["relay_tcp_errors"], 0, "{stats}");
+}

@@ -8,6 +8,7 @@
 pub mod dns;
 pub mod local;
 pub mod policy;
+pub mod pump;
 pub mod udp;
 pub mod worker;
 
@@ -60,6 +61,8 @@ pub struct Gateway {
     pub relay: Arc<worker::RelayContext>,
     /// UDP relay counters (every worker).
     pub udp: Arc<udp::UdpCounters>,
+    /// The per-core TCP relay loops.
+    pub pumps: Arc<pump::Pumps>,
     _checker: relay::outbound::Checker,
     /// The mark steered packets carry.
     pub tproxy_mark: u32,
@@ -95,6 +98,7 @@ impl Gateway {
         let count = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_WORKERS as usize) as u32;
         let stop = Arc::new(AtomicBool::new(false));
         let udp = Arc::new(udp::UdpCounters::default());
+        let pumps = Arc::new(pump::Pumps::start(count as usize)?);
         let mut workers = Vec::new();
         for w in 0..count {
             for ipv6 in [false, true] {
@@ -102,11 +106,12 @@ impl Gateway {
                 socks
                     .set(steer_slot(w, ipv6, false), &listener, 0)
                     .map_err(|source| GatewayError::Op { name: MAP_STEER_SOCKS, source })?;
-                let (intercept, reader, tcp_relay) = (dns.clone(), links.reader(), Arc::clone(&relay));
+                let (intercept, reader, tcp_relay, pumps) =
+                    (dns.clone(), links.reader(), Arc::clone(&relay), Arc::clone(&pumps));
                 workers.push(
                     std::thread::Builder::new()
                         .name(format!("dae-worker-{w}"))
-                        .spawn(move || worker::serve(listener, tcp_relay, intercept, reader))?,
+                        .spawn(move || worker::serve(listener, tcp_relay, pumps, intercept, reader))?,
                 );
                 let socket = udp::steering_socket(ipv6)?;
                 socks
@@ -143,6 +148,7 @@ impl Gateway {
             dns,
             relay,
             udp,
+            pumps,
             _checker: checker,
             tproxy_mark,
             daemon_mark,
@@ -160,6 +166,10 @@ impl Gateway {
             ("relay_untagged", tcp.untagged.load(Relaxed)),
             ("relay_sniffed", tcp.sniffed.load(Relaxed)),
             ("relay_rerouted", tcp.rerouted.load(Relaxed)),
+            ("relay_tcp_active", self.pumps.counters.active.load(Relaxed)),
+            ("relay_tcp_bytes", self.pumps.counters.bytes.load(Relaxed)),
+            ("relay_tcp_idle_closed", self.pumps.counters.idle_closed.load(Relaxed)),
+            ("relay_tcp_errors", self.pumps.counters.errors.load(Relaxed)),
             ("udp_sessions", udp.sessions.load(Relaxed)),
             ("udp_forwarded", udp.forwarded.load(Relaxed)),
             ("udp_replied", udp.replied.load(Relaxed)),

@@ -2,14 +2,13 @@
 //! through the node their flow's group picks (SOCKS5, HTTP CONNECT, or direct from the gateway), with the
 //! original destination (the accepted socket's local address) as the target.
 //!
-//! A stepping stone, not the design's end state: each worker is a thread that accepts, and each connection is
-//! relayed by two threads, each splicing one direction socket -> pipe -> socket (zero-copy; never
-//! `SPLICE_F_MORE`, so a short write is sent at once). Per-core io_uring
-//! workers and UDP sessions replace it (issue 4).
+//! Each worker thread accepts; a connection is dialled (and sniffed) on a short-lived thread of its own, then
+//! its two sockets are handed to the per-core relay loop its flow hash picks ([`super::pump`]), which moves the
+//! bytes with splice(2) until both directions end.
 
 use std::{
     io,
-    net::{Shutdown, SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpListener, TcpStream},
     os::fd::AsRawFd,
     sync::{
         Arc,
@@ -34,6 +33,7 @@ use tracing::{debug, warn};
 use dns::service::sys;
 
 use super::dns::{DNS_PORT, Intercept, serve_tcp};
+use super::pump::Pumps;
 use crate::{flow_table::FlowTable, links::LinkReader, routing::Router};
 
 /// How a sniffed name routes: the userspace matcher over the running rules, `dial_mode`, `sniffing_timeout`.
@@ -123,19 +123,26 @@ pub struct RelayCounters {
     pub rerouted: AtomicU64,
 }
 
-/// Accepts steered connections forever, relaying each on its own threads; connections to port 53 go to the DNS
-/// forwarder when it runs.
-pub fn serve(listener: TcpListener, relay_cx: Arc<RelayContext>, dns: Option<Arc<Intercept>>, links: LinkReader) {
+/// Accepts steered connections forever: each is dialled on a thread of its own and then relayed by `pumps`;
+/// connections to port 53 go to the DNS forwarder when it runs.
+pub fn serve(
+    listener: TcpListener,
+    relay_cx: Arc<RelayContext>,
+    pumps: Arc<Pumps>,
+    dns: Option<Arc<Intercept>>,
+    links: LinkReader,
+) {
     loop {
         match listener.accept() {
             Ok((client, peer)) => {
                 // Each connection thread reads link names through its own (lock-free) reader.
-                let (dns, mut links, relay_cx) = (dns.clone(), links.clone(), Arc::clone(&relay_cx));
+                let (dns, mut links, relay_cx, pumps) =
+                    (dns.clone(), links.clone(), Arc::clone(&relay_cx), Arc::clone(&pumps));
                 std::thread::spawn(move || {
                     let to_dns = client.local_addr().is_ok_and(|a| a.port() == DNS_PORT);
                     let result = match dns {
                         Some(intercept) if to_dns => serve_tcp(client, peer, &intercept, &mut links),
-                        _ => relay(client, peer, &relay_cx, &mut links),
+                        _ => relay(client, peer, &relay_cx, &pumps, &mut links),
                     };
                     if let Err(e) = result {
                         debug!(%peer, error = %e, "relay ended");
@@ -147,76 +154,6 @@ pub fn serve(listener: TcpListener, relay_cx: Arc<RelayContext>, dns: Option<Arc
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
-    }
-}
-
-/// Bytes a relay pipe holds (the kernel's default is 64 KiB; larger pipes mean fewer system calls per MB).
-const PIPE_BYTES: i32 = 1 << 20;
-
-/// Moves everything `from` sends to `to` through a pipe with splice(2), until `from` ends (EOF) or either side
-/// fails; falls back to a copy through userspace if the kernel refuses to splice these sockets.
-fn splice_all(from: &TcpStream, to: &TcpStream) -> io::Result<u64> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two descriptors into the array we own.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return io::copy(&mut &*from, &mut &*to);
-    }
-    // SAFETY: both descriptors were just created and are owned here (closed on drop).
-    let (pipe_r, pipe_w) = unsafe {
-        use std::os::fd::FromRawFd;
-        (std::os::fd::OwnedFd::from_raw_fd(fds[0]), std::os::fd::OwnedFd::from_raw_fd(fds[1]))
-    };
-    // SAFETY: fcntl on our pipe; failure only leaves the default size.
-    unsafe { libc::fcntl(pipe_w.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES) };
-    let mut total = 0u64;
-    loop {
-        // SAFETY: splice between descriptors we hold open, no offsets.
-        let n = unsafe {
-            libc::splice(
-                from.as_raw_fd(),
-                std::ptr::null_mut(),
-                pipe_w.as_raw_fd(),
-                std::ptr::null_mut(),
-                PIPE_BYTES as usize,
-                libc::SPLICE_F_MOVE,
-            )
-        };
-        if n == 0 {
-            return Ok(total);
-        }
-        if n < 0 {
-            let error = io::Error::last_os_error();
-            if error.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            if total == 0 && error.raw_os_error() == Some(libc::EINVAL) {
-                return io::copy(&mut &*from, &mut &*to);
-            }
-            return Err(error);
-        }
-        let mut left = n as usize;
-        while left > 0 {
-            // SAFETY: as above; the pipe holds `left` bytes.
-            let m = unsafe {
-                libc::splice(
-                    pipe_r.as_raw_fd(),
-                    std::ptr::null_mut(),
-                    to.as_raw_fd(),
-                    std::ptr::null_mut(),
-                    left,
-                    libc::SPLICE_F_MOVE,
-                )
-            };
-            if m < 0 {
-                let error = io::Error::last_os_error();
-                if error.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(error);
-            }
-            left -= m as usize;
-        }
-        total += n as u64;
     }
 }
 
@@ -319,7 +256,13 @@ pub(super) fn reroute<'a>(
     }
 }
 
-fn relay(client: TcpStream, peer: SocketAddr, cx: &RelayContext, links: &mut LinkReader) -> io::Result<()> {
+fn relay(
+    client: TcpStream,
+    peer: SocketAddr,
+    cx: &RelayContext,
+    pumps: &Pumps,
+    links: &mut LinkReader,
+) -> io::Result<()> {
     // A transparent accept keeps the client's original destination as the local address.
     let target = client.local_addr()?;
     let key = FlowKey::new(peer.ip(), peer.port(), target.ip(), target.port(), libc::IPPROTO_TCP as u8);
@@ -386,16 +329,6 @@ fn relay(client: TcpStream, peer: SocketAddr, cx: &RelayContext, links: &mut Lin
         }
     };
     cx.counters.relayed.fetch_add(1, Ordering::Relaxed);
-    let (c_read, u_write) = (client.try_clone()?, upstream.try_clone()?);
-    let up = std::thread::spawn(move || {
-        let n = splice_all(&c_read, &u_write);
-        // Half-close: the client finished sending; the server may still answer.
-        let _ = u_write.shutdown(Shutdown::Write);
-        n
-    });
-    let (u_read, c_write) = (upstream, client);
-    let _ = splice_all(&u_read, &c_write);
-    let _ = c_write.shutdown(Shutdown::Write);
-    let _ = up.join();
+    pumps.relay(u64::from(flow_hash(&key, cx.seed)), client, upstream);
     Ok(())
 }

@@ -1,0 +1,414 @@
+//! Per-core relay loops: once a proxied TCP connection is dialled, its two sockets are handed to the loop of one
+//! core (chosen by the flow's hash), which moves bytes both ways until both directions end. One pinned thread per
+//! core relays every connection of that core: no thread per connection or per direction.
+//!
+//! Each loop is an edge-triggered epoll set over non-blocking sockets. A direction moves bytes socket -> pipe ->
+//! socket with splice(2) (zero-copy; never `SPLICE_F_MORE`, so a short write leaves at once — dae's relay adds
+//! ~200 ms per short write that way); a direction the kernel refuses to splice (EINVAL) copies through a
+//! userspace buffer instead. Back-pressure is the pipe: a direction reads again only once the pipe is empty, so
+//! a slow receiver stops reading from a fast sender.
+//!
+//! Ends: EOF on one side half-closes the other (`shutdown(SHUT_WR)`), so the server may still answer; an error
+//! (a reset) on either side resets both. A connection with no byte moved for [`IDLE`] is reset, and one with
+//! a direction already ended for [`HALF_CLOSED_IDLE`] too, so a peer that vanished holds nothing for ever.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::time::{Duration, Instant};
+
+use tracing::warn;
+
+/// A connection with no byte moved in either direction this long is reset (Xray's `connIdle` default).
+pub const IDLE: Duration = Duration::from_secs(300);
+/// A connection one of whose directions has ended is reset after this long without a byte moved.
+pub const HALF_CLOSED_IDLE: Duration = Duration::from_secs(60);
+/// Bytes a direction's pipe holds (the kernel's default is 64 KiB; larger pipes mean fewer system calls per MB).
+const PIPE_BYTES: usize = 1 << 20;
+/// The userspace buffer of a direction that cannot splice.
+const COPY_BYTES: usize = 64 * 1024;
+/// How often a loop looks for idle connections (and at most how long it sleeps).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Counters of every loop.
+#[derive(Debug, Default)]
+pub struct PumpCounters {
+    /// Connections relayed now.
+    pub active: AtomicU64,
+    /// Bytes moved, both directions.
+    pub bytes: AtomicU64,
+    /// Connections reset for idleness.
+    pub idle_closed: AtomicU64,
+    /// Connections that ended with an error (reset) on either side.
+    pub errors: AtomicU64,
+}
+
+/// A dialled connection handed to a loop: the client's socket and the upstream's.
+type Handoff = (TcpStream, TcpStream);
+
+/// The loops, one per core.
+#[derive(Debug)]
+pub struct Pumps {
+    /// Per loop: where connections go and the eventfd that wakes it.
+    loops: Vec<(Sender<Handoff>, Arc<OwnedFd>)>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    /// Shared by every loop.
+    pub counters: Arc<PumpCounters>,
+}
+
+impl Pumps {
+    /// Starts `count` loops, loop `i` pinned to CPU `i` (when the machine has it).
+    pub fn start(count: usize) -> io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(PumpCounters::default());
+        let mut loops = Vec::new();
+        let mut threads = Vec::new();
+        for core in 0..count.max(1) {
+            let (tx, rx) = channel();
+            // SAFETY: eventfd(2) returns a new descriptor or -1.
+            let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: `fd` was just created and is owned here.
+            let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
+            let mut pump = Pump::new(rx, Arc::clone(&wake), Arc::clone(&counters))?;
+            let stop = Arc::clone(&stop);
+            threads.push(std::thread::Builder::new().name(format!("dae-relay-{core}")).spawn(move || {
+                pin_to_cpu(core);
+                pump.run(&stop);
+            })?);
+            loops.push((tx, wake));
+        }
+        Ok(Self { loops, stop, threads, counters })
+    }
+
+    /// Relays `client` <-> `upstream` on the loop `hash` picks (a flow's connections always land on one core).
+    pub fn relay(&self, hash: u64, client: TcpStream, upstream: TcpStream) {
+        let (tx, wake) = &self.loops[(hash % self.loops.len() as u64) as usize];
+        if tx.send((client, upstream)).is_ok() {
+            signal(wake.as_raw_fd());
+        }
+    }
+}
+
+impl Drop for Pumps {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for (_, wake) in &self.loops {
+            signal(wake.as_raw_fd());
+        }
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn signal(fd: RawFd) {
+    let one = 1u64;
+    // SAFETY: an 8-byte write to an eventfd we hold open.
+    unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+}
+
+fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and sched_setaffinity only read/write it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// Where a direction's bytes wait between its read and its write.
+enum Carrier {
+    /// A pipe (read end, write end) for splice.
+    Pipe(OwnedFd, OwnedFd),
+    /// A buffer, when the kernel refuses to splice these sockets.
+    Copy(Box<[u8]>, usize),
+}
+
+/// One direction: bytes read from `from` go to `to`.
+struct Direction {
+    carrier: Carrier,
+    /// Bytes read and not yet written.
+    held: usize,
+    /// `from` reached EOF.
+    eof: bool,
+    /// `to` was shut for writing after EOF and everything was written.
+    done: bool,
+}
+
+/// The two sockets of a connection; direction 0 is client -> upstream, 1 upstream -> client.
+struct Pair {
+    sockets: [TcpStream; 2],
+    directions: [Direction; 2],
+    last_moved: Instant,
+}
+
+enum Step {
+    /// Nothing more can move until the next readiness event.
+    Wait,
+    /// The connection failed: reset both sides.
+    Fail,
+}
+
+impl Direction {
+    fn new() -> Self {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two descriptors into the array we own.
+        let carrier = if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } == 0 {
+            // SAFETY: both descriptors were just created and are owned here.
+            let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+            // SAFETY: fcntl on our pipe; failure only leaves the default size.
+            unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES as libc::c_int) };
+            Carrier::Pipe(r, w)
+        } else {
+            Carrier::Copy(vec![0; COPY_BYTES].into_boxed_slice(), 0)
+        };
+        Self { carrier, held: 0, eof: false, done: false }
+    }
+
+    /// Moves what it can from `from` to `to` without blocking, adding the bytes written to `moved`.
+    fn pump(&mut self, from: &TcpStream, to: &TcpStream, moved: &mut u64) -> Step {
+        loop {
+            if self.held > 0 {
+                match self.write(to) {
+                    Ok(n) => {
+                        self.held -= n;
+                        *moved += n as u64;
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Wait,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => return Step::Fail,
+                }
+            }
+            if self.eof {
+                if !self.done {
+                    // Half-close: this side finished sending; the other may still answer.
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                    self.done = true;
+                }
+                return Step::Wait;
+            }
+            match self.read(from) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.held = n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Wait,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) && matches!(self.carrier, Carrier::Pipe(..)) => {
+                    // These sockets cannot splice: copy through userspace from now on (nothing is held).
+                    self.carrier = Carrier::Copy(vec![0; COPY_BYTES].into_boxed_slice(), 0);
+                }
+                Err(_) => return Step::Fail,
+            }
+        }
+    }
+
+    fn read(&mut self, from: &TcpStream) -> io::Result<usize> {
+        match &mut self.carrier {
+            Carrier::Pipe(_, w) => {
+                // SAFETY: splice between descriptors we hold open, no offsets.
+                let n = unsafe {
+                    libc::splice(
+                        from.as_raw_fd(),
+                        std::ptr::null_mut(),
+                        w.as_raw_fd(),
+                        std::ptr::null_mut(),
+                        PIPE_BYTES,
+                        libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+                    )
+                };
+                if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+            }
+            Carrier::Copy(buf, at) => {
+                *at = 0;
+                io::Read::read(&mut &*from, buf)
+            }
+        }
+    }
+
+    fn write(&mut self, to: &TcpStream) -> io::Result<usize> {
+        match &mut self.carrier {
+            Carrier::Pipe(r, _) => {
+                // SAFETY: as in `read`; the pipe holds `held` bytes.
+                let n = unsafe {
+                    libc::splice(
+                        r.as_raw_fd(),
+                        std::ptr::null_mut(),
+                        to.as_raw_fd(),
+                        std::ptr::null_mut(),
+                        self.held,
+                        libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+                    )
+                };
+                if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+            }
+            Carrier::Copy(buf, at) => {
+                let n = io::Write::write(&mut &*to, &buf[*at..*at + self.held])?;
+                *at += n;
+                Ok(n)
+            }
+        }
+    }
+}
+
+/// One core's loop.
+struct Pump {
+    epoll: OwnedFd,
+    inbox: Receiver<Handoff>,
+    wake: Arc<OwnedFd>,
+    pairs: HashMap<u64, Pair>,
+    next: u64,
+    counters: Arc<PumpCounters>,
+}
+
+/// The epoll token of the eventfd; pairs use `id << 1 | side`.
+const WAKE: u64 = u64::MAX;
+
+impl Pump {
+    fn new(inbox: Receiver<Handoff>, wake: Arc<OwnedFd>, counters: Arc<PumpCounters>) -> io::Result<Self> {
+        // SAFETY: epoll_create1 returns a new descriptor or -1.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: just created, owned here.
+        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+        let pump = Self { epoll, inbox, wake, pairs: HashMap::new(), next: 0, counters };
+        pump.add(pump.wake.as_raw_fd(), WAKE, libc::EPOLLIN as u32)?;
+        Ok(pump)
+    }
+
+    fn add(&self, fd: RawFd, token: u64, events: u32) -> io::Result<()> {
+        let mut event = libc::epoll_event { events, u64: token };
+        // SAFETY: epoll_ctl on descriptors we hold open with an event we own.
+        if unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, stop: &AtomicBool) {
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+        let mut last_sweep = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            // SAFETY: epoll_wait fills at most `events.len()` entries of our buffer.
+            let n = unsafe {
+                libc::epoll_wait(
+                    self.epoll.as_raw_fd(),
+                    events.as_mut_ptr(),
+                    events.len() as i32,
+                    SWEEP_EVERY.as_millis() as i32,
+                )
+            };
+            let now = Instant::now();
+            for event in &events[..n.max(0) as usize] {
+                match event.u64 {
+                    WAKE => self.take_new(now),
+                    token => self.progress(token >> 1, now),
+                }
+            }
+            if now.duration_since(last_sweep) >= SWEEP_EVERY {
+                last_sweep = now;
+                self.sweep(now);
+            }
+        }
+        for (_, pair) in self.pairs.drain() {
+            reset(&pair);
+            self.counters.active.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn take_new(&mut self, now: Instant) {
+        let mut count = 0u64;
+        // SAFETY: an 8-byte read from our eventfd (non-blocking) into a local.
+        unsafe { libc::read(self.wake.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
+        while let Ok((client, upstream)) = self.inbox.try_recv() {
+            if let Err(e) = self.adopt(client, upstream, now) {
+                warn!(error = %e, "relay loop could not take a connection");
+            }
+        }
+    }
+
+    fn adopt(&mut self, client: TcpStream, upstream: TcpStream, now: Instant) -> io::Result<()> {
+        client.set_nonblocking(true)?;
+        upstream.set_nonblocking(true)?;
+        let id = self.next;
+        self.next += 1;
+        let events = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+        self.add(client.as_raw_fd(), id << 1, events)?;
+        self.add(upstream.as_raw_fd(), id << 1 | 1, events)?;
+        let pair =
+            Pair { sockets: [client, upstream], directions: [Direction::new(), Direction::new()], last_moved: now };
+        self.pairs.insert(id, pair);
+        self.counters.active.fetch_add(1, Ordering::Relaxed);
+        // Bytes may have arrived before the sockets joined the set (and the sniffer only peeked).
+        self.progress(id, now);
+        Ok(())
+    }
+
+    /// Moves what both directions of pair `id` can move; ends the pair when both are done or one failed.
+    fn progress(&mut self, id: u64, now: Instant) {
+        let Some(pair) = self.pairs.get_mut(&id) else { return };
+        let mut moved = 0;
+        let mut failed = false;
+        for d in 0..2 {
+            let (from, to) = (&pair.sockets[d], &pair.sockets[1 - d]);
+            if let Step::Fail = pair.directions[d].pump(from, to, &mut moved) {
+                failed = true;
+                break;
+            }
+        }
+        if moved > 0 {
+            pair.last_moved = now;
+            self.counters.bytes.fetch_add(moved, Ordering::Relaxed);
+        }
+        let finished = pair.directions.iter().all(|d| d.done);
+        if failed {
+            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        if failed || finished {
+            self.end(id, failed);
+        }
+    }
+
+    /// Removes pair `id`: an orderly end closes both sockets (every FIN was already sent), a failure resets them.
+    fn end(&mut self, id: u64, reset_both: bool) {
+        if let Some(pair) = self.pairs.remove(&id) {
+            if reset_both {
+                reset(&pair);
+            }
+            self.counters.active.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let idle: Vec<u64> = self
+            .pairs
+            .iter()
+            .filter(|(_, pair)| {
+                let limit = if pair.directions.iter().any(|d| d.eof) { HALF_CLOSED_IDLE } else { IDLE };
+                now.duration_since(pair.last_moved) >= limit
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in idle {
+            self.counters.idle_closed.fetch_add(1, Ordering::Relaxed);
+            self.end(id, true);
+        }
+    }
+}
+
+/// Closes both sockets of `pair` with an RST rather than a FIN (SO_LINGER 0), so neither peer waits for data
+/// that will never come.
+fn reset(pair: &Pair) {
+    for socket in &pair.sockets {
+        let _ = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO));
+    }
+}
