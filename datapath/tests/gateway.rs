@@ -494,8 +494,8 @@ fn threads_of(pid: u32) -> usize {
 }
 
 #[test]
-fn relayed_connections_share_the_per_core_loops_and_half_close_carries_through() {
-    if skip_unless_root("relayed_connections_share_the_per_core_loops_and_half_close_carries_through") {
+fn relayed_connections_and_udp_sessions_cost_no_thread_and_half_close_carries_through() {
+    if skip_unless_root("relayed_connections_and_udp_sessions_cost_no_thread_and_half_close_carries_through") {
         return;
     }
     const CONNECTIONS: usize = 40;
@@ -518,7 +518,7 @@ fn relayed_connections_share_the_per_core_loops_and_half_close_carries_through()
     });
     let config = format!(
         "global {{\n  lan_interface: {}\n  wan_interface: {}\n}}\nnode {{\n  gw: 'direct'\n}}\n\
-         group {{\n  from_gateway {{\n    policy: fixed(0)\n  }}\n}}\nrouting {{\n  dport(5531) -> from_gateway\n  fallback: direct\n}}\n",
+         group {{\n  from_gateway {{\n    policy: fixed(0)\n  }}\n}}\nrouting {{\n  dport(5531, 5532) -> from_gateway\n  fallback: direct\n}}\n",
         lan.gateway_if, topo.wan_if
     );
     let mut daemon = Daemon::start(&dae(), &topo.gateway, &config, &[]).unwrap();
@@ -571,4 +571,55 @@ fn relayed_connections_share_the_per_core_loops_and_half_close_carries_through()
     assert_eq!(stats["relay_tcp_active"], 0, "both ends closed: the loops let go: {stats}");
     assert!(stats["relay_tcp_bytes"].as_u64().unwrap() >= (CONNECTIONS * BYTES) as u64, "{stats}");
     assert_eq!(stats["relay_tcp_errors"], 0, "{stats}");
+
+    // UDP sessions are read on their worker's thread too: many open sessions, no new thread.
+    udp_who_am_i_server(&topo.server, SocketAddr::new(server, 5531));
+    let to = SocketAddr::new(server, 5531);
+    let (sockets, answered) = lan
+        .client
+        .run_in(move || {
+            let sockets: Vec<UdpSocket> = (0..CONNECTIONS).map(|_| UdpSocket::bind("0.0.0.0:0").unwrap()).collect();
+            let mut answered = 0;
+            for socket in &sockets {
+                socket.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+                socket.send_to(b"who am i", to).unwrap();
+                let mut buf = [0u8; 64];
+                answered += usize::from(socket.recv_from(&mut buf).is_ok());
+            }
+            (sockets, answered)
+        })
+        .unwrap();
+    assert_eq!(answered, CONNECTIONS, "every session's reply came back");
+    let stats = stats_when(&daemon, "udp_sessions_active", CONNECTIONS as u64);
+    assert_eq!(stats["udp_sessions_active"], CONNECTIONS as u64, "{stats}");
+    let udp_threads = threads_of(pid);
+    assert!(udp_threads <= idle_threads + 2, "{CONNECTIONS} UDP sessions: {idle_threads} -> {udp_threads} threads");
+    drop(sockets);
+
+    // A datagram larger than a page (a jumbo-frame LAN: unfragmented) is relayed whole.
+    lan.client.ip(&["link", "set", "dev", &lan.client_if, "mtu", "9000"]).unwrap();
+    topo.gateway.ip(&["link", "set", "dev", &lan.gateway_if, "mtu", "9000"]).unwrap();
+    let echo = topo.server.run_in(move || UdpSocket::bind(SocketAddr::new(server, 5532))).unwrap().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65_535];
+        while let Ok((len, peer)) = echo.recv_from(&mut buf) {
+            let _ = echo.send_to(len.to_string().as_bytes(), peer);
+        }
+    });
+    let to = SocketAddr::new(server, 5532);
+    let heard = lan
+        .client
+        .run_in(move || -> std::io::Result<String> {
+            let socket = UdpSocket::bind("0.0.0.0:0")?;
+            socket.set_read_timeout(Some(Duration::from_secs(3)))?;
+            socket.send_to(&[9u8; 8000], to)?;
+            let mut buf = [0u8; 64];
+            let (n, _) = socket.recv_from(&mut buf)?;
+            Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+        })
+        .unwrap();
+    assert_eq!(heard.unwrap(), "8000", "the server got the whole 8000-byte datagram through the relay");
+    let stats = stats_when(&daemon, "udp_forwarded", CONNECTIONS as u64 + 1);
+    assert_eq!(stats["udp_forwarded"], CONNECTIONS as u64 + 1, "the large datagram went through the relay: {stats}");
+    assert_eq!(stats["udp_dropped"], 0, "{stats}");
 }

@@ -117,7 +117,7 @@ impl Gateway {
                 socks
                     .set(steer_slot(w, ipv6, true), &socket, 0)
                     .map_err(|source| GatewayError::Op { name: MAP_STEER_SOCKS, source })?;
-                let udp_relay = udp::UdpRelay::new(Arc::clone(&relay), Arc::clone(&replies), Arc::clone(&udp));
+                let udp_relay = udp::UdpRelay::new(Arc::clone(&relay), Arc::clone(&replies), Arc::clone(&udp))?;
                 let (intercept, reader, stop) = (dns.clone(), links.reader(), Arc::clone(&stop));
                 workers.push(
                     std::thread::Builder::new()
@@ -171,6 +171,8 @@ impl Gateway {
             ("relay_tcp_idle_closed", self.pumps.counters.idle_closed.load(Relaxed)),
             ("relay_tcp_errors", self.pumps.counters.errors.load(Relaxed)),
             ("udp_sessions", udp.sessions.load(Relaxed)),
+            ("udp_sessions_active", udp.active.load(Relaxed)),
+            ("udp_sessions_expired", udp.expired.load(Relaxed)),
             ("udp_forwarded", udp.forwarded.load(Relaxed)),
             ("udp_replied", udp.replied.load(Relaxed)),
             ("udp_dropped", udp.dropped.load(Relaxed)),

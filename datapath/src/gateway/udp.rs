@@ -10,15 +10,17 @@
 //!   send (`UDP_SEGMENT`): one trip through the stack instead of one per datagram. Sessions end after dae's idle timeouts (30 s; 2 min for QUIC on
 //!   port 443; 17 s for DNS) and are bounded per worker; a datagram past the bound is dropped and counted.
 //!
-//! A stepping stone like the TCP relay: a session's replies are read by its own thread.
+//! One thread per worker (per core and family) does both directions: its epoll set holds the steering socket
+//! and every session's socket, so sessions cost no thread; idle sessions are swept every second.
 
 use std::{
+    cell::{Cell, RefCell},
     collections::HashMap,
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
-    os::fd::AsRawFd,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -94,6 +96,10 @@ const MAX_DATAGRAM: usize = 65_535;
 pub struct UdpCounters {
     /// Sessions opened.
     pub sessions: AtomicU64,
+    /// Sessions open now.
+    pub active: AtomicU64,
+    /// Sessions ended after their idle timeout.
+    pub expired: AtomicU64,
     /// Datagrams relayed client -> remote.
     pub forwarded: AtomicU64,
     /// Datagrams relayed remote -> client.
@@ -125,6 +131,10 @@ struct Session {
     via: Via,
     /// Milliseconds since `epoch` of the last datagram either way.
     last: AtomicU64,
+    /// The client replies go to.
+    client: SocketAddr,
+    /// Idle this long, the session ends.
+    timeout: Duration,
 }
 
 /// Where a flow's datagrams go: through a node (`None`: from the gateway directly), or nowhere.
@@ -137,22 +147,34 @@ enum Route {
 /// Flows decided (by the kernel's group, or by a sniffed QUIC name), so later datagrams skip routing.
 const MAX_ROUTES: usize = 65_536;
 
-/// Sessions by client address and the node carrying them (`None`: from the gateway directly).
-type Sessions = Arc<Mutex<HashMap<(SocketAddr, Option<NodeId>), Arc<Session>>>>;
+/// What a session is found by: its client's address and the node carrying it (`None`: from the gateway directly).
+type SessionKey = (SocketAddr, Option<NodeId>);
+
+/// The epoll token of the steering socket; sessions use their own numbers.
+const STEER_TOKEN: u64 = u64::MAX;
+/// How often idle sessions are looked for (and at most how long the worker sleeps).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// The sessions of one worker.
 #[derive(Debug)]
 pub struct UdpRelay {
     cx: Arc<RelayContext>,
     replies: Arc<Replies>,
-    sessions: Sessions,
+    /// The worker's epoll set: its steering socket and every session's socket.
+    epoll: OwnedFd,
+    sessions: RefCell<HashMap<SessionKey, Arc<Session>>>,
+    /// Session keys by epoll token.
+    tokens: RefCell<HashMap<u64, SessionKey>>,
+    next_token: Cell<u64>,
+    /// Where replies are read (one per worker: a datagram of any size fits).
+    reply_buf: Box<[u8]>,
     epoch: Instant,
     /// QUIC sniff sessions: the first datagrams of a proxied flow are held until its Initial names the server.
     quic: QuicSessions<(SocketAddr, SocketAddr), Vec<u8>>,
     /// Decided flows and when they were last used.
     routes: HashMap<(SocketAddr, SocketAddr), (Route, Instant)>,
     /// Whether the kernel takes UDP_SEGMENT sends (cleared on the first refusal).
-    gso: std::cell::Cell<bool>,
+    gso: Cell<bool>,
     /// Counters.
     pub counters: Arc<UdpCounters>,
 }
@@ -181,7 +203,8 @@ pub fn steering_socket(ipv6: bool) -> io::Result<UdpSocket> {
     Ok(socket.into())
 }
 
-/// Drains `socket` until `stop`: DNS to the forwarder (when it runs), the rest relayed.
+/// Drains `socket` until `stop`: DNS to the forwarder (when it runs), the rest relayed; the sessions' replies
+/// are read on the same thread (one epoll set: the steering socket and every session socket).
 pub fn serve(
     socket: UdpSocket,
     mut relay: UdpRelay,
@@ -190,57 +213,165 @@ pub fn serve(
     stop: Arc<AtomicBool>,
 ) {
     let fd = socket.as_raw_fd();
-    let mut batch = sys::RecvBatch::new();
+    if let Err(e) = relay.watch(fd, STEER_TOKEN) {
+        warn!(error = %e, "UDP worker cannot watch its steering socket");
+        return;
+    }
+    let mut batch = sys::RecvBatch::with_datagram_size(MAX_DATAGRAM);
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
+    let mut last_sweep = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        let mut poll = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd for the duration of the call.
-        if unsafe { libc::poll(&mut poll, 1, 200) } <= 0 {
+        // SAFETY: epoll_wait fills at most `events.len()` entries of our buffer.
+        let n = unsafe { libc::epoll_wait(relay.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, 200) };
+        for event in &events[..n.max(0) as usize] {
+            match event.u64 {
+                STEER_TOKEN => receive_steered(fd, &mut batch, &mut relay, dns.as_deref(), &mut links),
+                token => relay.read_replies(token),
+            }
+        }
+        if last_sweep.elapsed() >= SWEEP_EVERY {
+            last_sweep = Instant::now();
+            relay.expire();
+        }
+    }
+}
+
+/// One batch from the steering socket: DNS to the forwarder (when it runs), the rest relayed.
+fn receive_steered(
+    fd: std::os::fd::RawFd,
+    batch: &mut sys::RecvBatch,
+    relay: &mut UdpRelay,
+    dns: Option<&Intercept>,
+    links: &mut LinkReader,
+) {
+    let received = match batch.recv(fd) {
+        Ok(n) => n,
+        Err(e) => {
+            if e.kind() != io::ErrorKind::WouldBlock {
+                warn!(error = %e, "receiving steered UDP");
+            }
+            return;
+        }
+    };
+    let mut relayed = Vec::with_capacity(received);
+    for i in 0..received {
+        let got = batch.received[i];
+        let (Some(client), Some(ip)) = (got.from, got.info.dst) else { continue };
+        if got.len == 0 || got.info.dst_port == 0 {
+            relay.counters.dropped.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        let received = match batch.recv(fd) {
-            Ok(n) => n,
-            Err(e) => {
-                warn!(error = %e, "receiving steered UDP");
-                continue;
-            }
-        };
-        let mut relayed = Vec::with_capacity(received);
-        for i in 0..received {
-            let got = batch.received[i];
-            let (Some(client), Some(ip)) = (got.from, got.info.dst) else { continue };
-            if got.len == 0 || got.info.dst_port == 0 {
-                relay.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            let dst = SocketAddr::new(ip, got.info.dst_port);
-            // Port 53 steered without a group decision is DNS (an untagged flow included).
-            match (&dns, dst.port() == DNS_PORT) {
-                (Some(intercept), true) => match relay.tag(client, dst) {
-                    (_, true) => relayed.push((client, dst, i)),
-                    (tag, false) => {
-                        let ifindex = got.info.ifindex;
-                        intercept.submit_udp(client, ip, ifindex, tag.as_ref(), batch.payload(i), &mut links);
-                    }
-                },
-                _ => relayed.push((client, dst, i)),
-            }
+        let dst = SocketAddr::new(ip, got.info.dst_port);
+        // Port 53 steered without a group decision is DNS (an untagged flow included).
+        match (dns, dst.port() == DNS_PORT) {
+            (Some(intercept), true) => match relay.tag(client, dst) {
+                (_, true) => relayed.push((client, dst, i)),
+                (tag, false) => {
+                    intercept.submit_udp(client, ip, got.info.ifindex, tag.as_ref(), batch.payload(i), links);
+                }
+            },
+            _ => relayed.push((client, dst, i)),
         }
-        relay.forward_batch(relayed.iter().map(|&(client, dst, i)| (client, dst, batch.payload(i))), &mut links);
     }
+    relay.forward_batch(relayed.iter().map(|&(client, dst, i)| (client, dst, batch.payload(i))), links);
 }
 
 impl UdpRelay {
     /// An empty session table for one worker.
-    pub fn new(cx: Arc<RelayContext>, replies: Arc<Replies>, counters: Arc<UdpCounters>) -> Self {
-        Self {
+    pub fn new(cx: Arc<RelayContext>, replies: Arc<Replies>, counters: Arc<UdpCounters>) -> io::Result<Self> {
+        // SAFETY: epoll_create1 returns a new descriptor or -1.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self {
             cx,
             replies,
-            sessions: Arc::default(),
+            // SAFETY: just created, owned here.
+            epoll: unsafe { OwnedFd::from_raw_fd(fd) },
+            sessions: RefCell::default(),
+            tokens: RefCell::default(),
+            next_token: Cell::new(0),
+            reply_buf: vec![0u8; MAX_DATAGRAM].into_boxed_slice(),
             epoch: Instant::now(),
             quic: QuicSessions::default(),
             routes: HashMap::new(),
-            gso: std::cell::Cell::new(true),
+            gso: Cell::new(true),
             counters,
+        })
+    }
+
+    /// Adds `fd` to the worker's epoll set (readable, level-triggered) under `token`.
+    fn watch(&self, fd: std::os::fd::RawFd, token: u64) -> io::Result<()> {
+        let mut event = libc::epoll_event { events: libc::EPOLLIN as u32, u64: token };
+        // SAFETY: epoll_ctl on descriptors we hold open with an event we own.
+        if unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Sends what the remotes of session `token` answered back to its client, each datagram from the remote's
+    /// own address, until its socket is drained; a socket error ends the session.
+    fn read_replies(&mut self, token: u64) {
+        let Some(key) = self.tokens.borrow().get(&token).copied() else { return };
+        let Some(session) = self.sessions.borrow().get(&key).cloned() else { return };
+        loop {
+            let (len, from) = match session.socket.recv_from(&mut self.reply_buf) {
+                Ok(got) => got,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    debug!(client = %session.client, error = %e, "UDP session ended");
+                    self.end(token, key);
+                    return;
+                }
+            };
+            let (remote, payload) = match &session.via {
+                Via::Direct => (from, &self.reply_buf[..len]),
+                Via::Socks5 { relay, .. } if from == *relay => {
+                    match socks5::decode_udp_datagram(&self.reply_buf[..len]) {
+                        Ok((socks5::Address::Ip(remote), payload)) => (remote, payload),
+                        _ => {
+                            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                    }
+                }
+                Via::Socks5 { .. } => continue,
+            };
+            session.last.store(ms_since(self.epoch), Ordering::Relaxed);
+            match self.replies.send_from(remote, session.client, payload) {
+                Ok(()) => self.counters.replied.fetch_add(1, Ordering::Relaxed),
+                Err(_) => self.counters.dropped.fetch_add(1, Ordering::Relaxed),
+            };
+        }
+    }
+
+    /// Ends every session idle for its timeout (closing its socket takes it out of the epoll set).
+    fn expire(&mut self) {
+        let now = ms_since(self.epoch);
+        let idle: Vec<(u64, SessionKey)> = self
+            .tokens
+            .borrow()
+            .iter()
+            .filter(|(_, key)| {
+                self.sessions.borrow().get(key).is_none_or(|session| {
+                    now.saturating_sub(session.last.load(Ordering::Relaxed)) >= session.timeout.as_millis() as u64
+                })
+            })
+            .map(|(&token, &key)| (token, key))
+            .collect();
+        self.counters.expired.fetch_add(idle.len() as u64, Ordering::Relaxed);
+        for (token, key) in idle {
+            self.end(token, key);
+        }
+    }
+
+    fn end(&self, token: u64, key: SessionKey) {
+        self.tokens.borrow_mut().remove(&token);
+        if self.sessions.borrow_mut().remove(&key).is_some() {
+            self.counters.active.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -462,11 +593,10 @@ impl UdpRelay {
 
     /// The session of (`client`, `node`), opened on first use.
     fn session(&self, client: SocketAddr, dst: SocketAddr, node: Option<NodeId>) -> io::Result<Arc<Session>> {
-        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(session) = sessions.get(&(client, node)) {
+        if let Some(session) = self.sessions.borrow().get(&(client, node)) {
             return Ok(Arc::clone(session));
         }
-        if sessions.len() >= MAX_SESSIONS {
+        if self.sessions.borrow().len() >= MAX_SESSIONS {
             return Err(io::Error::other("session bound reached"));
         }
         let mark = self.cx.daemon_mark;
@@ -489,68 +619,21 @@ impl UdpRelay {
         }
         let any = if toward.is_ipv6() { IpAddr::V6(Ipv6Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
         socket.bind(&SocketAddr::new(any, 0).into())?;
+        socket.set_nonblocking(true)?;
         let socket: UdpSocket = socket.into();
-        socket.set_read_timeout(Some(Duration::from_secs(1)))?;
         let timeout = match dst.port() {
             443 => QUIC_TIMEOUT,
             DNS_PORT => DNS_TIMEOUT,
             _ => SESSION_TIMEOUT,
         };
-        let session = Arc::new(Session { socket, via, last: AtomicU64::new(ms_since(self.epoch)) });
-        sessions.insert((client, node), Arc::clone(&session));
+        let token = self.next_token.get();
+        self.next_token.set(token + 1);
+        self.watch(socket.as_raw_fd(), token)?;
+        let session = Arc::new(Session { socket, via, last: AtomicU64::new(ms_since(self.epoch)), client, timeout });
+        self.sessions.borrow_mut().insert((client, node), Arc::clone(&session));
+        self.tokens.borrow_mut().insert(token, (client, node));
         self.counters.sessions.fetch_add(1, Ordering::Relaxed);
-        let (table, replies, counters, epoch) =
-            (Arc::clone(&self.sessions), Arc::clone(&self.replies), Arc::clone(&self.counters), self.epoch);
-        let reader = Arc::clone(&session);
-        std::thread::Builder::new().name("dae-udp-session".into()).spawn(move || {
-            read_replies(&reader, client, timeout, &replies, &counters, epoch);
-            table.lock().unwrap_or_else(|e| e.into_inner()).remove(&(client, node));
-        })?;
+        self.counters.active.fetch_add(1, Ordering::Relaxed);
         Ok(session)
-    }
-}
-
-/// Sends what remotes answer back to `client`, each from the remote's own address, until the session has been
-/// idle for `timeout`.
-fn read_replies(
-    session: &Session,
-    client: SocketAddr,
-    timeout: Duration,
-    replies: &Replies,
-    counters: &UdpCounters,
-    epoch: Instant,
-) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    loop {
-        match session.socket.recv_from(&mut buf) {
-            Ok((len, from)) => {
-                let (remote, payload) = match &session.via {
-                    Via::Direct => (from, &buf[..len]),
-                    Via::Socks5 { relay, .. } if from == *relay => match socks5::decode_udp_datagram(&buf[..len]) {
-                        Ok((socks5::Address::Ip(remote), payload)) => (remote, payload),
-                        _ => {
-                            counters.dropped.fetch_add(1, Ordering::Relaxed);
-                            continue;
-                        }
-                    },
-                    Via::Socks5 { .. } => continue,
-                };
-                session.last.store(ms_since(epoch), Ordering::Relaxed);
-                match replies.send_from(remote, client, payload) {
-                    Ok(()) => counters.replied.fetch_add(1, Ordering::Relaxed),
-                    Err(_) => counters.dropped.fetch_add(1, Ordering::Relaxed),
-                };
-            }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                let idle = ms_since(epoch).saturating_sub(session.last.load(Ordering::Relaxed));
-                if idle >= timeout.as_millis() as u64 {
-                    return;
-                }
-            }
-            Err(e) => {
-                debug!(%client, error = %e, "UDP session ended");
-                return;
-            }
-        }
     }
 }

@@ -139,7 +139,9 @@ pub struct Received {
 
 /// Buffers for one `recvmmsg` call of up to [`BATCH`] datagrams.
 pub struct RecvBatch {
-    bufs: Vec<[u8; DATAGRAM_BUF]>,
+    /// [`BATCH`] buffers of `buf_len` bytes, back to back.
+    bufs: Vec<u8>,
+    buf_len: usize,
     names: Vec<libc::sockaddr_storage>,
     controls: Vec<[u64; CONTROL_BUF / 8]>,
     iovecs: Vec<libc::iovec>,
@@ -161,10 +163,17 @@ impl Default for RecvBatch {
 }
 
 impl RecvBatch {
-    /// Buffers for [`BATCH`] datagrams.
+    /// Buffers for [`BATCH`] datagrams of up to [`DATAGRAM_BUF`] bytes.
     pub fn new() -> Self {
+        Self::with_datagram_size(DATAGRAM_BUF)
+    }
+
+    /// Buffers for [`BATCH`] datagrams of up to `size` bytes; a larger one arrives truncated and is given
+    /// length 0. (The buffers are zeroed lazily by the kernel: only pages datagrams reach become resident.)
+    pub fn with_datagram_size(size: usize) -> Self {
         Self {
-            bufs: vec![[0u8; DATAGRAM_BUF]; BATCH],
+            bufs: vec![0u8; BATCH * size],
+            buf_len: size,
             // SAFETY: sockaddr_storage, iovec and mmsghdr are plain C structs for which all-zero is valid.
             names: vec![unsafe { zeroed() }; BATCH],
             controls: vec![[0u64; CONTROL_BUF / 8]; BATCH],
@@ -178,14 +187,15 @@ impl RecvBatch {
 
     /// The payload of datagram `i` of the last call.
     pub fn payload(&self, i: usize) -> &[u8] {
-        &self.bufs[i][..self.received[i].len]
+        &self.bufs[i * self.buf_len..][..self.received[i].len]
     }
 
     /// Receives up to [`BATCH`] datagrams without blocking; `Ok(0)` when none is queued.
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
         self.received.clear();
         for i in 0..BATCH {
-            self.iovecs[i] = libc::iovec { iov_base: self.bufs[i].as_mut_ptr().cast(), iov_len: DATAGRAM_BUF };
+            let buf = &mut self.bufs[i * self.buf_len..(i + 1) * self.buf_len];
+            self.iovecs[i] = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
             let header = &mut self.headers[i].msg_hdr;
             header.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
             header.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
