@@ -420,6 +420,19 @@ pub fn empty_response(query_message: &[u8], query: &Query, rcode: u8, out: &mut 
     }
 }
 
+/// Writes the REFUSED answer to `query_message` into `out` (what an overloaded entry point says); `false`, with
+/// `out` untouched, when the message is not a query this forwarder would answer (then it is dropped).
+pub fn refused(query_message: &[u8], out: &mut Vec<u8>) -> bool {
+    let mut name = String::new();
+    match Query::parse(query_message, &mut name) {
+        Ok(query) => {
+            empty_response(query_message, &query, rcode::REFUSED, out);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
 /// EDNS payload size this forwarder advertises (the DNS flag day 2020 value, fits an unfragmented datagram).
 pub const ADVERTISED_PAYLOAD: u16 = 1232;
 

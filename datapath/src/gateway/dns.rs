@@ -167,30 +167,13 @@ impl Intercept {
             }
             Err(query) => {
                 self.refused.fetch_add(1, Ordering::Relaxed);
-                if let Some(refused) = refused_answer(&query.message) {
+                let mut refused = Vec::new();
+                if ::dns::wire::refused(&query.message, &mut refused) {
                     self.replies.deliver(&query.client, &refused);
                 }
             }
         }
     }
-}
-
-/// The REFUSED answer to `query` (header and question echoed), or `None` for a message too short to answer.
-fn refused_answer(query: &[u8]) -> Option<Vec<u8>> {
-    if query.len() < 12 {
-        return None;
-    }
-    let mut answer = query.to_vec();
-    answer[2] = (answer[2] | 0x80) & !0x04; // QR, not AA
-    answer[3] = (answer[3] & 0xF0) | 0x80 | 5; // RA, RCODE REFUSED
-    answer[6..12].fill(0); // no answer, authority or additional records
-    // Keep the header and the question only: the question ends at the first zero label after the header + 4.
-    let mut at = 12;
-    while at < answer.len() && answer[at] != 0 {
-        at += usize::from(answer[at]) + 1;
-    }
-    answer.truncate((at + 5).min(answer.len()));
-    Some(answer)
 }
 
 impl Intercept {
@@ -263,24 +246,4 @@ pub fn serve_tcp(client: TcpStream, peer: SocketAddr, intercept: &Intercept, lin
     // Answers still in flight for this connection are dropped with it (the client retries).
     intercept.replies.forget_tcp(token);
     result
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refused_answer_keeps_the_question_and_sets_the_rcode() {
-        // ID 0x1234, RD, one question: example.org A IN, plus one additional (OPT) record.
-        let mut query = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1];
-        query.extend_from_slice(b"\x07example\x03org\x00\x00\x01\x00\x01");
-        query.extend_from_slice(&[0, 0, 41, 0x10, 0, 0, 0, 0, 0, 0, 0]);
-        let answer = refused_answer(&query).unwrap();
-        assert_eq!(&answer[..2], &[0x12, 0x34]);
-        assert_eq!(answer[2] & 0x80, 0x80, "QR");
-        assert_eq!(answer[3] & 0x0F, 5, "REFUSED");
-        assert_eq!(&answer[4..12], &[0, 1, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(answer.len(), 12 + 13 + 4, "header and question only");
-        assert!(refused_answer(&[0; 5]).is_none());
-    }
 }

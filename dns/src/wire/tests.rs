@@ -120,3 +120,27 @@ fn same_question_ignores_name_case_but_not_type() {
     assert!(same_question(&a, end(&a), &b, end(&b)));
     assert!(!same_question(&a, end(&a), &c, end(&c)), "0x41 and 0x61 are different types, not cases");
 }
+
+#[test]
+fn refused_echoes_id_and_question_and_refuses_what_is_not_a_query() {
+    let mut query = Message::query();
+    query.metadata.id = 0x4242;
+    query.metadata.recursion_desired = true;
+    query.add_query(hickory_proto::op::Query::query(Name::from_ascii("example.org.").unwrap(), RecordType::AAAA));
+    let bytes = query.to_vec().unwrap();
+    let mut out = Vec::new();
+    assert!(refused(&bytes, &mut out));
+    let answer = Message::from_vec(&out).unwrap();
+    assert_eq!(answer.metadata.id, 0x4242);
+    assert_eq!(answer.metadata.response_code, hickory_proto::op::ResponseCode::Refused);
+    assert!(
+        answer.metadata.recursion_desired && answer.metadata.message_type == hickory_proto::op::MessageType::Response
+    );
+    assert_eq!(answer.queries, query.queries);
+    assert!(answer.answers.is_empty());
+    for garbage in [&bytes[..5], &[0xffu8; 40][..], &out[..]] {
+        let mut untouched = vec![1, 2, 3];
+        assert!(!refused(garbage, &mut untouched), "{garbage:?}");
+        assert_eq!(untouched, [1, 2, 3]);
+    }
+}
