@@ -4,8 +4,9 @@ mod common;
 
 use common::{hex, vectors};
 use relay::sniff::quic::{
-    InitialSniffer, LongPacket, Outcome, QuicVersion,
+    InitialKeys, InitialSniffer, LongPacket, MAX_CID_LEN, OpenError, Outcome, QuicVersion,
     build::{client_initial, crypto_frame},
+    reference::RustlsKeys,
     sniff_datagram,
 };
 
@@ -99,8 +100,8 @@ fn fragments_shuffled_across_frames_and_coalesced_packets_reassemble() {
     assert_eq!(sniff_datagram(&datagram), example_name(QuicVersion::V1));
 }
 
-/// HKDF-Expand-Label (RFC 8446 section 7.1) with an empty context, computed with ring directly: an
-/// implementation independent of the rustls key schedule the sniffer uses.
+/// HKDF-Expand-Label (RFC 8446 section 7.1) with an empty context, computed with ring's HKDF: an implementation
+/// independent of both the sniffer's own key schedule and rustls'.
 fn expand_label(prk: &ring::hkdf::Prk, label: &str, len: usize) -> Vec<u8> {
     struct Len(usize);
     impl ring::hkdf::KeyType for Len {
@@ -138,4 +139,48 @@ fn initial_key_schedules_match_rfc9001_a1_and_rfc9369_a1() {
     assert_eq!(key, hex("8b1a0bc121284290a29e0971b5cd045d"));
     assert_eq!(iv, hex("91f73e2351d8fa91660e909f"));
     assert_eq!(hp, hex("45b95e15235d6f45a6b19cbcb0294ba9"));
+}
+
+/// Every version the sniffer reads, with each initial salt and label set.
+const VERSIONS: [QuicVersion; 6] = [
+    QuicVersion::V1,
+    QuicVersion::V2,
+    QuicVersion::Draft(29),
+    QuicVersion::Draft(32),
+    QuicVersion::Draft(33),
+    QuicVersion::Draft(34),
+];
+
+#[test]
+fn own_client_key_schedule_opens_what_rustls_seals_for_every_version_and_dcid_length() {
+    // `client_initial` seals with rustls' `Keys::initial`; the sniffer derives the client's keys on its own.
+    let frames = crypto_frame(0, &rfc_client_hello());
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for version in VERSIONS {
+        for dcid_len in 0..=MAX_CID_LEN {
+            let dcid: Vec<u8> = (0..dcid_len).map(|i| (i as u8).wrapping_mul(37) ^ version.wire() as u8).collect();
+            let packet = client_initial(version, &dcid, b"s", 7, &frames, RFC_DATAGRAM_LEN);
+            let view = LongPacket::new_checked(&packet[..]).unwrap();
+            let opened = InitialKeys::client(version, &dcid).open(&view, &mut ours);
+            let reference = RustlsKeys::client(version, &dcid).open_at(view.bytes(), view.pn_offset(), &mut theirs);
+            assert_eq!(opened.unwrap(), reference.unwrap(), "{version} DCID of {dcid_len} bytes");
+        }
+    }
+}
+
+#[test]
+fn keys_of_another_salt_or_label_set_do_not_open() {
+    let dcid = &vectors(VECTORS)["dcid"];
+    let frames = crypto_frame(0, &rfc_client_hello());
+    let mut scratch = Vec::new();
+    for (sealed, opened) in [
+        (QuicVersion::V1, QuicVersion::V2),
+        (QuicVersion::V2, QuicVersion::V1),
+        (QuicVersion::Draft(29), QuicVersion::Draft(33)),
+        (QuicVersion::Draft(34), QuicVersion::Draft(32)),
+    ] {
+        let packet = client_initial(sealed, dcid, b"", 0, &frames, RFC_DATAGRAM_LEN);
+        let view = LongPacket::new_checked(&packet[..]).unwrap();
+        assert_eq!(InitialKeys::client(opened, dcid).open(&view, &mut scratch), Err(OpenError::Decrypt));
+    }
 }

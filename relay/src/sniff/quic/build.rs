@@ -1,7 +1,7 @@
 //! Builds protected client Initial packets, as a client would: for tests, fuzz seeds and benchmarks. Not used
 //! on the datapath.
 
-use super::{protection::InitialKeys, version::QuicVersion};
+use super::{reference::RustlsKeys, version::QuicVersion};
 
 /// Packet number length used by built packets (RFC 9001 Appendix A uses 4).
 const PN_LEN: usize = 4;
@@ -18,7 +18,8 @@ pub fn crypto_frame(offset: u64, data: &[u8]) -> Vec<u8> {
 }
 
 /// A protected client Initial of `version` to `dcid` from `scid`, packet number `pn` (4-byte encoding), carrying
-/// `frames` followed by PADDING so that the packet is at least `min_len` bytes long.
+/// `frames` followed by PADDING so that the packet is at least `min_len` bytes long. Sealed by rustls, so that
+/// every test that opens one checks the sniffer's own key schedule against rustls'.
 pub fn client_initial(
     version: QuicVersion,
     dcid: &[u8],
@@ -44,7 +45,7 @@ pub fn client_initial(
     packet.extend_from_slice(&pn.to_be_bytes());
     packet.extend_from_slice(frames);
     packet.resize(pn_offset + length, 0);
-    InitialKeys::client_sealing(version, dcid).seal(&mut packet, pn_offset, u64::from(pn));
+    RustlsKeys::client_sealing(version, dcid).seal(&mut packet, pn_offset, u64::from(pn));
     packet
 }
 

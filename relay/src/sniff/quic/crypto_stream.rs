@@ -42,6 +42,12 @@ impl CryptoStream {
         Self::default()
     }
 
+    /// Empties the stream for another flow, keeping its buffers' capacity.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.ranges.clear();
+    }
+
     /// Adds `data` at stream `offset`.
     pub fn insert(&mut self, offset: u64, data: &[u8]) -> Result<(), AssembleError> {
         let start = usize::try_from(offset).map_err(|_| AssembleError::TooLong)?;
@@ -128,6 +134,17 @@ mod tests {
             result = s.insert((i * 2) as u64, b"x");
         }
         assert_eq!(result, Err(AssembleError::TooFragmented));
+    }
+
+    #[test]
+    fn a_cleared_stream_holds_nothing_of_the_last_one() {
+        let mut s = CryptoStream::new();
+        s.insert(0, b"secret").unwrap();
+        s.clear();
+        assert_eq!(s.contiguous(), b"");
+        s.insert(3, b"xyz").unwrap();
+        s.insert(0, b"abc").unwrap(); // would conflict with the old bytes had they stayed
+        assert_eq!(s.contiguous(), b"abcxyz");
     }
 
     #[test]

@@ -53,10 +53,16 @@ pub fn for_each_crypto<E: From<FrameError>>(
     }
 }
 
+/// PADDING is skipped this many bytes at a time: the OR over a fixed-size chunk compiles to vector ops. Walking
+/// the frames of the RFC 9001 A.2 payload (about 900 bytes of PADDING) took 99-121 ns at 8 bytes a step and
+/// 43-68 ns at 64 (same runs, loaded 2-core machine).
+const PADDING_STRIDE: usize = 64;
+
 fn skip_padding(r: &mut Reader<'_>) {
     let rest = r.rest();
-    let zero_words = rest.chunks_exact(8).take_while(|w| *w == [0u8; 8]).count();
-    let mut skip = zero_words * 8;
+    let (chunks, _) = rest.as_chunks::<PADDING_STRIDE>();
+    let zero_chunks = chunks.iter().take_while(|c| c.iter().fold(0, |acc, &b| acc | b) == 0).count();
+    let mut skip = zero_chunks * PADDING_STRIDE;
     skip += rest[skip..].iter().take_while(|&&b| b == 0).count();
     // Cannot fail: `skip` counts bytes of `rest`.
     let _ = r.skip(skip);

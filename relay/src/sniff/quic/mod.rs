@@ -1,12 +1,15 @@
-//! QUIC Initial sniffing: pre-check, long-header view, Initial protection (v1, v2, drafts 29-34, through
-//! rustls), CRYPTO reassembly and per-flow sessions.
+//! QUIC Initial sniffing: pre-check, long-header view, Initial protection (v1, v2, drafts 29-34; the client's
+//! keys only), CRYPTO reassembly and per-flow sessions.
 //!
 //! Layers, from one datagram up:
 //! - [`is_likely_initial`]: a few-nanosecond filter run on every datagram.
 //! - [`LongPacket`]: a checked view of one long-header packet; coalesced packets follow it.
 //! - [`InitialKeys`]: the client's Initial keys for a version and DCID; removes header protection and decrypts.
+//!   [`reference::RustlsKeys`] does the same wholly through rustls: the benchmarks' floor and the tests' oracle.
 //! - [`InitialSniffer`]: one flow across datagrams, returning an [`Outcome`].
 //! - [`QuicSessions`]: a worker's bounded table of flows, holding and releasing datagrams in order.
+
+use std::cell::RefCell;
 
 pub mod build;
 mod crypto_stream;
@@ -15,6 +18,8 @@ mod initial;
 mod packet;
 mod precheck;
 mod protection;
+pub mod reference;
+mod schedule;
 mod session;
 mod version;
 
@@ -32,5 +37,14 @@ pub use version::{PacketType, QuicVersion};
 
 /// Sniffs a single datagram with a fresh flow state: the whole ClientHello must be in it.
 pub fn sniff_datagram(datagram: &[u8]) -> Outcome {
-    InitialSniffer::new().on_datagram(datagram, &mut Vec::new())
+    thread_local! {
+        /// Decryption scratch and a sniffer reset for each call, reused as a worker's [`QuicSessions`] reuses
+        /// its own: the buffers are allocated once per thread (as large as the largest datagram and ClientHello
+        /// seen), not per call.
+        static STATE: RefCell<(Vec<u8>, InitialSniffer)> = RefCell::new((Vec::new(), InitialSniffer::new()));
+    }
+    STATE.with_borrow_mut(|(scratch, sniffer)| {
+        sniffer.reset();
+        sniffer.on_datagram(datagram, scratch)
+    })
 }

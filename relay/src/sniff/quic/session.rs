@@ -136,6 +136,9 @@ pub struct QuicSessions<K, D> {
     negative_order: VecDeque<(Instant, K)>,
     next_id: u64,
     scratch: Vec<u8>,
+    /// Sniffs each new flow's first datagram; moves into the flow's session only if the flow needs more, so
+    /// that flows decided at once reuse its buffers.
+    spare: InitialSniffer,
     stats: Stats,
 }
 
@@ -156,6 +159,7 @@ impl<K: Hash + Eq + Clone, D: AsRef<[u8]>> QuicSessions<K, D> {
             negative_order: VecDeque::new(),
             next_id: 0,
             scratch: Vec::new(),
+            spare: InitialSniffer::new(),
             stats: Stats::default(),
         }
     }
@@ -210,9 +214,12 @@ impl<K: Hash + Eq + Clone, D: AsRef<[u8]>> QuicSessions<K, D> {
             self.stats.negative_hits += 1;
             return Self::pass(Outcome::NoName, Vec::new(), datagram);
         }
-        let mut sniffer = InitialSniffer::new();
-        match sniffer.on_datagram(datagram.as_ref(), &mut self.scratch) {
-            Outcome::NeedMore => self.open(key, sniffer, datagram, now),
+        self.spare.reset();
+        match self.spare.on_datagram(datagram.as_ref(), &mut self.scratch) {
+            Outcome::NeedMore => {
+                let sniffer = std::mem::take(&mut self.spare);
+                self.open(key, sniffer, datagram, now)
+            }
             outcome => {
                 self.count(&outcome);
                 if matches!(outcome, Outcome::NoName | Outcome::NotQuic) {

@@ -28,6 +28,17 @@ pub enum PacketType {
     Retry,
 }
 
+/// The Initial key schedules: which initial salt, and which labels derive the keys from the secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeySchedule {
+    /// Version 1 and drafts 33 and 34: RFC 9001 section 5.2 salt, `quic key`/`quic iv`/`quic hp`.
+    V1,
+    /// Drafts 29 to 32: draft-ietf-quic-tls-29 section 5.2 salt, version 1's labels.
+    Draft29,
+    /// Version 2: RFC 9369 section 3.3.1 salt, `quicv2 key`/`quicv2 iv`/`quicv2 hp` (section 3.3.2).
+    V2,
+}
+
 const WIRE_V1: u32 = 0x0000_0001;
 const WIRE_V2: u32 = 0x6b33_43cf;
 const WIRE_DRAFT_PREFIX: u32 = 0xff00_0000;
@@ -85,13 +96,22 @@ impl QuicVersion {
         }
     }
 
+    /// The initial salt and labels this version's Initial packets are protected with.
+    pub(crate) const fn key_schedule(self) -> KeySchedule {
+        match self {
+            Self::V1 => KeySchedule::V1,
+            Self::V2 => KeySchedule::V2,
+            Self::Draft(n) if n >= FIRST_DRAFT_WITH_V1_SALT => KeySchedule::V1,
+            Self::Draft(_) => KeySchedule::Draft29,
+        }
+    }
+
     /// The rustls key schedule for this version.
     pub(crate) fn rustls(self) -> rustls::quic::Version {
-        match self {
-            Self::V1 => rustls::quic::Version::V1,
-            Self::V2 => rustls::quic::Version::V2,
-            Self::Draft(n) if n >= FIRST_DRAFT_WITH_V1_SALT => rustls::quic::Version::V1,
-            Self::Draft(_) => rustls::quic::Version::V1Draft,
+        match self.key_schedule() {
+            KeySchedule::V1 => rustls::quic::Version::V1,
+            KeySchedule::V2 => rustls::quic::Version::V2,
+            KeySchedule::Draft29 => rustls::quic::Version::V1Draft,
         }
     }
 }
