@@ -78,6 +78,8 @@ struct Control {
     config_path: Option<PathBuf>,
     /// Groups in kernel order: a reload that changes them needs a restart (the workers hold their nodes).
     groups: Vec<String>,
+    /// What the running DNS forwarder was started from: a reload that changes it starts a new one.
+    dns_inputs: DnsInputs,
     /// Rule-set generations published so far.
     generation: u64,
     status: StatusFile,
@@ -154,6 +156,7 @@ pub async fn run(validated: Validated, opts: RunOptions) -> anyhow::Result<()> {
         router,
         config_path: opts.config_path.clone(),
         groups: group_names(&validated),
+        dns_inputs: DnsInputs::of(&validated),
         generation: 0,
         status: StatusFile::new(instance.name()),
         gateway,
@@ -242,6 +245,44 @@ fn start_dns(
     daemon_mark: u32,
     replies: &Arc<gateway::dns::Replies>,
 ) -> anyhow::Result<Option<Arc<gateway::dns::Intercept>>> {
+    let handle = dns_forwarder(validated, router, daemon_mark, replies)?;
+    info!(upstreams = validated.dns.upstreams.len(), "DNS forwarder running: LAN DNS to port 53 is intercepted");
+    Ok(Some(Arc::new(gateway::dns::Intercept {
+        handle: arc_swap::ArcSwap::from_pointee(handle),
+        replies: Arc::clone(replies),
+        flows: Arc::clone(&maps.flows),
+        seed,
+        refused: Default::default(),
+        submitted: Default::default(),
+    })))
+}
+
+/// What a DNS forwarder is started from: the lowered `dns` section and the `global` keys it reads.
+#[derive(Debug, PartialEq)]
+struct DnsInputs {
+    dns: config::dns::DnsConfig,
+    lan_interface: Vec<config::InterfacePattern>,
+    bootstrap_resolver: Option<std::net::SocketAddr>,
+}
+
+impl DnsInputs {
+    fn of(validated: &Validated) -> Self {
+        let global = &validated.config.global;
+        Self {
+            dns: validated.dns.clone(),
+            lan_interface: global.lan_interface.clone(),
+            bootstrap_resolver: global.bootstrap_resolver,
+        }
+    }
+}
+
+/// Starts one DNS forwarder for `validated` (see [`start_dns`]).
+fn dns_forwarder(
+    validated: &Validated,
+    router: &Arc<Mutex<Router>>,
+    daemon_mark: u32,
+    replies: &Arc<gateway::dns::Replies>,
+) -> anyhow::Result<dns::service::Handle> {
     let mut options = dns::service::Options::for_config(&validated.config);
     options.mark = daemon_mark;
     let router = Arc::clone(router);
@@ -254,21 +295,12 @@ fn start_dns(
             warn!(%addr, error = %e, "publishing a DNS answer's names to the kernel");
         }
     });
-    let replies = Arc::clone(replies);
     let hooks = dns::Hooks { domains: Some(domains), answers: Some(replies.sink()) };
     let handle = dns::Service::start_with(validated.dns.clone(), options, hooks)?;
     for (addr, proto) in handle.local_addrs() {
         info!(%addr, proto, "DNS listening (dns.bind)");
     }
-    info!(upstreams = validated.dns.upstreams.len(), "DNS forwarder running: LAN DNS to port 53 is intercepted");
-    Ok(Some(Arc::new(gateway::dns::Intercept {
-        handle,
-        replies,
-        flows: Arc::clone(&maps.flows),
-        seed,
-        refused: Default::default(),
-        submitted: Default::default(),
-    })))
+    Ok(handle)
 }
 
 /// Which attachments to check against the kernel during a reconcile.
@@ -317,6 +349,13 @@ impl Control {
                 for warning in &validated.warnings {
                     warn!("{warning}");
                 }
+                // The forwarder first: when the new one cannot start, nothing changed; `dae reload` returns once
+                // the generation is published, and by then the new forwarder answers.
+                if let Err(e) = self.restart_dns_if_changed(&validated) {
+                    error!(error = %format!("{e:#}"), "reload failed: the new DNS forwarder did not start");
+                    self.status.write(self.generation, Some(&format!("the DNS forwarder did not start: {e:#}")));
+                    return;
+                }
                 if let Err(e) = self.publish(compiled) {
                     error!(error = %format!("{e:#}"), "reload failed; the running rule set stays");
                     self.status.write(self.generation, Some(&format!("{e:#}")));
@@ -333,6 +372,29 @@ impl Control {
                 self.status.write(self.generation, Some(&format!("{e:#}")));
             }
         }
+    }
+
+    /// Starts a new DNS forwarder when the `dns` section (or a `global` key it reads) changed, and retires the
+    /// running one: queries it holds are answered or dropped with it (clients retry), its cache goes with it,
+    /// and the names it published stay in the kernel until a lookup replaces them.
+    fn restart_dns_if_changed(&mut self, validated: &Validated) -> anyhow::Result<()> {
+        let inputs = DnsInputs::of(validated);
+        let Some(intercept) = self.gateway.dns.as_ref().filter(|_| inputs != self.dns_inputs) else {
+            return Ok(());
+        };
+        let handle = dns_forwarder(validated, &self.router, self.gateway.daemon_mark, &intercept.replies)?;
+        let old = intercept.handle.swap(Arc::new(handle));
+        self.dns_inputs = inputs;
+        info!(upstreams = validated.dns.upstreams.len(), "DNS forwarder restarted with the new dns section");
+        // Stopping joins the old forwarder's threads: off the control loop, once no worker holds it any more.
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while Arc::strong_count(&old) > 1 && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            drop(old);
+        });
+        Ok(())
     }
 
     /// Samples the kernel's ticks and writes a fresh lease.

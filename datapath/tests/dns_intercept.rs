@@ -57,19 +57,22 @@ fn dns_is_answered_by_the_upstream_its_interface_selects_and_feeds_domain_routin
     let to_srv = SocketAddr::new(IpAddr::from(topo.server_v4), 5601);
     assert!(connects(&lan_a.client, to_srv));
 
-    let config = format!(
-        "global {{\n  lan_interface: {a}, {b}\n  wan_interface: {wan}\n}}\n\
-         dns {{\n  upstream {{\n    up_a: 'udp://{srv}:5301'\n    up_b: 'tcp+udp://{srv}:5302'\n    \
-         up_wan: 'tcp+udp://{srv}:5303'\n  }}\n  \
-         routing {{\n    request {{\n      interface(lan: {a}) -> up_a\n      interface(lan: {b}) -> up_b\n      \
-         interface(wan: {wan}) -> up_wan\n      \
-         fallback: asis\n    }}\n  }}\n}}\n\
-         routing {{\n  domain(full: srv.lab.test) && dport(5601) -> block\n  fallback: direct\n}}\n",
-        a = lan_a.gateway_if,
-        b = lan_b.gateway_if,
-        wan = topo.wan_if,
-    );
-    let mut daemon = Daemon::start(&dae(), &topo.gateway, &config, &[]).unwrap();
+    // LAN A's queries go to `for_a`, LAN B's to `for_b`.
+    let config = |for_a: &str, for_b: &str| {
+        format!(
+            "global {{\n  lan_interface: {a}, {b}\n  wan_interface: {wan}\n}}\n\
+             dns {{\n  upstream {{\n    up_a: 'udp://{srv}:5301'\n    up_b: 'tcp+udp://{srv}:5302'\n    \
+             up_wan: 'tcp+udp://{srv}:5303'\n  }}\n  \
+             routing {{\n    request {{\n      interface(lan: {a}) -> {for_a}\n      interface(lan: {b}) -> {for_b}\n      \
+             interface(wan: {wan}) -> up_wan\n      \
+             fallback: asis\n    }}\n  }}\n}}\n\
+             routing {{\n  domain(full: srv.lab.test) && dport(5601) -> block\n  fallback: direct\n}}\n",
+            a = lan_a.gateway_if,
+            b = lan_b.gateway_if,
+            wan = topo.wan_if,
+        )
+    };
+    let mut daemon = Daemon::start(&dae(), &topo.gateway, &config("up_a", "up_b"), &[]).unwrap();
     let context = |daemon: &Daemon| format!("stats {:?}\nlog:\n{}", daemon.stats(), daemon.log());
 
     // Connections to srv before any lookup pass (no name is known for its address yet).
@@ -96,6 +99,19 @@ fn dns_is_answered_by_the_upstream_its_interface_selects_and_feeds_domain_routin
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(daemon.stats().unwrap()["blocked"].as_u64().unwrap() >= 1);
+
+    // A reload that changes the dns section starts a new forwarder: the LANs swap upstreams (the cached answers
+    // go with the old one).
+    daemon.rewrite_config(&config("up_b", "up_a")).unwrap();
+    let out = daemon.cli_output(&["reload"]).unwrap();
+    assert!(out.status.success(), "{out:?}\n{}", context(&daemon));
+    assert!(daemon.log().contains("DNS forwarder restarted"), "{}", context(&daemon));
+    assert_eq!(ask(lan_a, &[]), vec!["10.2.2.2"], "LAN A after the reload: {}", context(&daemon));
+    assert_eq!(ask(lan_b, &["+tcp"]), vec!["10.1.1.1"], "LAN B after the reload: {}", context(&daemon));
+    // A reload that leaves it alone keeps the running forwarder.
+    let out = daemon.cli_output(&["reload"]).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(daemon.log().matches("DNS forwarder restarted").count(), 1, "{}", context(&daemon));
 
     assert!(daemon.stop().unwrap().success());
     // Gate closed, steering off: the clients reach the server they asked again.

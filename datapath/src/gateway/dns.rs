@@ -139,8 +139,8 @@ fn reply_socket(from: SocketAddr) -> io::Result<UdpSocket> {
 
 /// The DNS side of the workers: the forwarder, the flow table (TCP's interface) and the answer path.
 pub struct Intercept {
-    /// The running forwarder.
-    pub handle: Handle,
+    /// The running forwarder; a reload that changes the `dns` section swaps in a new one.
+    pub handle: arc_swap::ArcSwap<Handle>,
     /// Reply sockets and TCP clients.
     pub replies: Arc<Replies>,
     /// The flow table and its hash seed.
@@ -161,7 +161,7 @@ impl std::fmt::Debug for Intercept {
 
 impl Intercept {
     fn submit(&self, query: Intercepted) {
-        match self.handle.submit(query) {
+        match self.handle.load().submit(query) {
             Ok(()) => {
                 self.submitted.fetch_add(1, Ordering::Relaxed);
             }

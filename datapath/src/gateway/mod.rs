@@ -181,7 +181,7 @@ impl Gateway {
             ("udp_quic_rerouted", udp.quic_rerouted.load(Relaxed)),
         ];
         if let Some(dns) = &self.dns {
-            let stats = dns.handle.worker_stats();
+            let stats = dns.handle.load().worker_stats();
             let sum = |f: fn(&::dns::service::WorkerStats) -> u64| stats.iter().map(f).sum::<u64>();
             counters.extend([
                 ("dns_intercepted", dns.submitted.load(Relaxed)),
