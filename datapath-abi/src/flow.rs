@@ -3,7 +3,8 @@
 //! The table is a set-associative hash table laid over an mmap-able BPF array: each array element is a
 //! [`FlowBucket`] of [`BUCKET_WAYS`] [`FlowSlot`]s, and a flow lives in the bucket its [`flow_hash`] selects.
 //! The kernel finds a flow with one array lookup (which the verifier inlines: no helper call) and a few
-//! compares; userspace maps the same memory and reads or expires slots without a system call.
+//! compares; userspace copies one bucket with `BPF_MAP_LOOKUP_ELEM` to look a flow up, and walks the table
+//! through a small moving `mmap` window of the array to expire slots in place.
 //!
 //! Slot states move EMPTY -> BUSY -> VALID in the kernel (compare-and-swap claims, an atomic exchange
 //! publishes) and VALID -> EMPTY in userspace (the janitor owns eviction). A bucket with no EMPTY slot cannot

@@ -168,6 +168,7 @@ pub async fn run(validated: Validated, opts: RunOptions) -> anyhow::Result<()> {
     control.reconcile(Verify::None).await;
 
     control.renew_gate()?;
+    release_freed_memory();
     info!(instance = instance.name(), pins = %instance.pin_dir().display(), tcx = control.attacher.uses_tcx(), "datapath ready: gate open");
 
     let every = |period: Duration| tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -195,9 +196,12 @@ pub async fn run(validated: Validated, opts: RunOptions) -> anyhow::Result<()> {
             }
             _ = reconcile.tick() => control.full_reconcile().await,
             _ = janitor.tick() => {
-                let sweep = flows::sweep(&control.maps.flows, &control.gate, monotonic_coarse_ns());
-                if sweep.removed > 0 {
-                    debug!(scanned = sweep.scanned, removed = sweep.removed, "janitor");
+                match flows::sweep(&control.maps.flows, &control.gate, monotonic_coarse_ns()) {
+                    Ok(sweep) if sweep.removed > 0 => {
+                        debug!(scanned = sweep.scanned, removed = sweep.removed, "janitor");
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!(error = %e, "janitor: mapping the flow table"),
                 }
             }
             _ = sighup.recv() => control.reload().await,
@@ -365,6 +369,7 @@ impl Control {
                 self.selection = Selection::from_global(&validated.config.global);
                 self.refresh_auto_wan().await;
                 self.reconcile(Verify::None).await;
+                release_freed_memory();
                 info!(generation = self.generation, "reloaded");
             }
             Err(e) => {
@@ -547,6 +552,18 @@ impl Control {
                 debug!(iface = %gone.name, error = %e, "removing our clsact");
             }
         }
+    }
+}
+
+/// Hands the allocator's free heap pages back to the kernel. Loading reads the kernel's BTF (5.5 MB) and the eBPF
+/// object, and a publish compiles 1 MiB port tables; once glibc has freed a block that large it serves the next
+/// ones from its main heap (its mmap threshold follows the largest block freed) and keeps their pages resident
+/// after they are freed. Measured on an idle `dae run` (gdb: `call malloc_trim(0)`): 1.4 MiB less RSS.
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim has no preconditions; it only returns pages no allocation holds.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -31,8 +31,8 @@ pub fn idle_limit(key: &FlowKey, tag: &FlowTag) -> Duration {
 
 /// Frees every flow idle past its limit. `clock` converts the kernel's ticks (the gate's sample); `now_ns` is
 /// `CLOCK_MONOTONIC_COARSE`. `last_seen` is refreshed at most once a second, so a flow is kept up to a second
-/// longer than its limit.
-pub fn sweep(table: &FlowTable, clock: &Admission, now_ns: u64) -> Sweep {
+/// longer than its limit. Fails only if a window of the table cannot be mapped (nothing is freed past it).
+pub fn sweep(table: &FlowTable, clock: &Admission, now_ns: u64) -> std::io::Result<Sweep> {
     table.expire(|key, tag| {
         now_ns.saturating_sub(clock.ticks_to_mono_ns(tag.last_seen)) > idle_limit(key, tag).as_nanos() as u64
     })

@@ -176,7 +176,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             let clock = maps.gate()?;
             let now = monotonic_coarse_ns();
             let mut rows: Vec<FlowRow> =
-                maps.flows.snapshot().iter().map(|(k, t)| FlowRow::new(k, t, &mut reader, &clock, now)).collect();
+                maps.flows.snapshot()?.iter().map(|(k, t)| FlowRow::new(k, t, &mut reader, &clock, now)).collect();
             rows.sort_by(|a, b| a.age_ms.cmp(&b.age_ms).reverse().then_with(|| a.src.cmp(&b.src)));
             if json {
                 for row in &rows {
@@ -195,7 +195,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             let elapsed_ns = monotonic_coarse_ns().saturating_sub(gate.sample_mono_ns);
             let now_ticks = gate.sample_ticks + elapsed_ns * gate.ticks_per_sec / 1_000_000_000;
             let open = gate.is_open(now_ticks);
-            let flows = maps.flows.snapshot().len();
+            let flows = maps.flows.snapshot()?.len();
             // Relay, UDP and DNS counters of the daemon (about a second old; absent when none runs).
             let userspace = state::CountersFile::new(&instance.instance).read();
             if json {

@@ -40,9 +40,9 @@ pub enum MapsError {
     /// A map has another type than the ABI says.
     #[error("map {0} has an unexpected type (another dae-rs version?)")]
     WrongType(&'static str),
-    /// Mapping the flow table into memory failed.
-    #[error("mapping the flow table: {0}")]
-    Mmap(#[from] std::io::Error),
+    /// The flow table cannot be read (its info) or has another layout than this build expects.
+    #[error("the flow table: {0}")]
+    FlowTable(#[from] std::io::Error),
 }
 
 /// The maps userspace reads and writes.
@@ -101,7 +101,7 @@ impl Maps {
             return Err(MapsError::WrongType(MAP_FLOWS));
         };
         Ok(Self {
-            flows: std::sync::Arc::new(FlowTable::map(&flows, writable)?),
+            flows: std::sync::Arc::new(FlowTable::new(flows, writable)?),
             admission: Array::try_from(admission).map_err(err(MAP_ADMISSION))?,
             counters: PerCpuArray::try_from(counters).map_err(err(MAP_COUNTERS))?,
             clock_probe: None,

@@ -11,6 +11,10 @@ use aya::maps::MapData;
 
 /// A mapping of a BPF array of `T`. Elements are read and written with volatile accesses: the kernel reads the
 /// same memory concurrently.
+///
+/// The whole mapping counts in the process's RSS from `mmap` until drop: the kernel inserts every page up front
+/// (`remap_vmalloc_range`) and cannot take one back (no fault handler; `MADV_DONTNEED` turns the next access into
+/// a SIGBUS). Keep a large array mapped only while it is being written.
 #[derive(Debug)]
 pub struct MappedArray<T> {
     base: NonNull<T>,

@@ -7,12 +7,13 @@ use bench_lab::{
     skip_unless_root,
 };
 use datapath::{
+    flow_table::WINDOW_BUCKETS,
     maps::Maps,
     object::{self, Loaded},
 };
 use datapath_abi::{
     Admission, Counter, Direction, FlowKey, FlowTag, XdpMeta,
-    flow::{FLOW_F_TCP_CLOSING, FLOW_F_TCP_SYN, IPPROTO_TCP, IPPROTO_UDP},
+    flow::{BUCKET_WAYS, FLOW_F_TCP_CLOSING, FLOW_F_TCP_SYN, IPPROTO_TCP, IPPROTO_UDP, bucket_of, flow_hash},
     gate::GATE_OPEN,
     meta::{META_F_FRAGMENT, XDP_META_MAGIC},
     names::{PROG_TC_LAN_INGRESS_L2, PROG_TC_WAN_EGRESS_L2, PROG_XDP_L2},
@@ -130,7 +131,7 @@ fn tcp_and_udp_flows_are_tagged_once_and_refreshed() {
         assert_eq!(tag.flags, if began_with_syn { FLOW_F_TCP_SYN } else { 0 }, "{spec:?}");
     }
     assert_eq!(h.counter(Counter::FlowsCreated), specs.len() as u64);
-    assert_eq!(h.maps.flows.snapshot().len(), specs.len());
+    assert_eq!(h.maps.flows.snapshot().unwrap().len(), specs.len());
 }
 
 #[test]
@@ -292,20 +293,53 @@ fn the_janitor_frees_idle_flows_and_a_full_bucket_takes_new_ones_again() {
     for spec in &flows {
         h.tc(&spec.build());
     }
-    assert_eq!(h.maps.flows.snapshot().len(), 4);
+    assert_eq!(h.maps.flows.snapshot().unwrap().len(), 4);
     assert_eq!(h.counter(Counter::FlowTableFull), 1);
     assert_eq!(h.tag(&key(&flows[4])), None);
 
     let probe = h.maps.clock_probe.as_ref().unwrap();
     let now = datapath::clock::sample(&mut h.loaded.ebpf, probe).unwrap();
     let clock = Admission::open(1, 250, now.ticks, now.mono_ns);
-    let fresh = datapath::flows::sweep(&h.maps.flows, &clock, now.mono_ns);
+    let fresh = datapath::flows::sweep(&h.maps.flows, &clock, now.mono_ns).unwrap();
     assert_eq!((fresh.scanned, fresh.removed), (4, 0), "nothing is idle yet");
     let later = now.mono_ns + datapath::flows::UDP_IDLE.as_nanos() as u64 + 2_000_000_000;
-    let swept = datapath::flows::sweep(&h.maps.flows, &clock, later);
+    let swept = datapath::flows::sweep(&h.maps.flows, &clock, later).unwrap();
     assert_eq!((swept.scanned, swept.removed), (4, 4));
-    assert!(h.maps.flows.snapshot().is_empty());
+    assert!(h.maps.flows.snapshot().unwrap().is_empty());
 
     h.tc(&flows[4].build());
     assert!(h.tag(&key(&flows[4])).is_some(), "a freed slot takes the flow that did not fit");
+}
+
+#[test]
+fn lookups_snapshots_and_the_janitor_cover_every_window_of_a_large_table() {
+    if skip_unless_root("lookups_snapshots_and_the_janitor_cover_every_window_of_a_large_table") {
+        return;
+    }
+    let windows = 4;
+    let mut loaded = object::load(windows * WINDOW_BUCKETS * BUCKET_WAYS as u32).expect("a four-window table");
+    let maps = Maps::take(&mut loaded.ebpf, None).unwrap();
+    let mut h = Harness { loaded, maps };
+    assert_eq!(h.maps.flows.buckets(), windows * WINDOW_BUCKETS);
+    h.open_gate();
+    let flows: Vec<Spec> = (0..64).map(|i| Spec { sport: 41000 + i, ..udp4() }).collect();
+    for spec in &flows {
+        h.tc(&spec.build());
+    }
+    let buckets = h.maps.flows.buckets();
+    let seed = h.loaded.flow_hash_seed;
+    let used: std::collections::HashSet<u32> =
+        flows.iter().map(|spec| bucket_of(flow_hash(&key(spec), seed), buckets) / WINDOW_BUCKETS).collect();
+    assert_eq!(used.len(), windows as usize, "64 flows land in every window");
+    assert!(flows.iter().all(|spec| h.tag(&key(spec)).is_some()), "every flow is found by its bucket");
+    assert_eq!(h.maps.flows.snapshot().unwrap().len(), flows.len());
+
+    let probe = h.maps.clock_probe.as_ref().unwrap();
+    let now = datapath::clock::sample(&mut h.loaded.ebpf, probe).unwrap();
+    let clock = Admission::open(1, 250, now.ticks, now.mono_ns);
+    let later = now.mono_ns + datapath::flows::UDP_IDLE.as_nanos() as u64 + 2_000_000_000;
+    let swept = datapath::flows::sweep(&h.maps.flows, &clock, later).unwrap();
+    assert_eq!((swept.scanned, swept.removed), (flows.len(), flows.len()));
+    assert!(h.maps.flows.snapshot().unwrap().is_empty());
+    assert!(flows.iter().all(|spec| h.tag(&key(spec)).is_none()));
 }

@@ -1,13 +1,18 @@
 //! BPF_PROG_TEST_RUN benchmarks of the kernel programs, net of an empty program of the same type measured in
-//! the same run (the harness's own cost: context setup, skb allocation, the run loop).
+//! the same run (the harness's own cost: context setup, skb allocation, the run loop); and the userspace lookup
+//! of a flow those programs tagged.
 
+use aya::maps::Map;
 use aya::programs::{Program, SchedClassifier, TestRun, TestRunOptions, Xdp};
 use bench_lab::packet::Spec;
-use datapath::{maps::Maps, object};
+use datapath::{flow_table::FlowTable, maps::Maps, mmap::MappedArray, object};
 use datapath_abi::{
-    Admission,
+    Admission, FlowBucket, FlowKey,
+    flow::{IPPROTO_UDP, SLOT_VALID, bucket_of, flow_hash},
     gate::GATE_OPEN,
-    names::{PROG_BENCH_EMPTY_TC, PROG_BENCH_EMPTY_XDP, PROG_TC_LAN_INGRESS_L2, PROG_XDP_L2, PROG_XDP_LAN_L2},
+    names::{
+        MAP_FLOWS, PROG_BENCH_EMPTY_TC, PROG_BENCH_EMPTY_XDP, PROG_TC_LAN_INGRESS_L2, PROG_XDP_L2, PROG_XDP_LAN_L2,
+    },
 };
 
 use crate::report::{Figure, median};
@@ -18,6 +23,8 @@ use crate::report::{Figure, median};
 const ROUNDS: usize = 15;
 /// Packets per run: long enough that the syscall's fixed cost vanishes (TOOLCHAIN.md: repeat 1,000,000).
 const REPEAT: u32 = 1_000_000;
+/// Userspace flow lookups per timed run: tens of milliseconds, so the clock's resolution does not matter.
+const LOOKUPS: u32 = 100_000;
 
 fn run(program: &mut Program, frame: &[u8]) -> anyhow::Result<f64> {
     let mut out = vec![0u8; frame.len() + 256];
@@ -37,6 +44,10 @@ fn run(program: &mut Program, frame: &[u8]) -> anyhow::Result<f64> {
 pub fn bench() -> anyhow::Result<Vec<Figure>> {
     pin_to_last_cpu();
     let mut loaded = object::load(datapath_abi::flow::FLOW_TABLE_DEFAULT_ENTRIES)?;
+    // The lookup benchmark's baseline reads the table through a mapping of all of it; the mapping outlives the
+    // handle Maps::take moves.
+    let Some(Map::Array(flows)) = loaded.ebpf.map(MAP_FLOWS) else { anyhow::bail!("no {MAP_FLOWS} array") };
+    let whole: MappedArray<FlowBucket> = MappedArray::map(flows, false)?;
     let mut maps = Maps::take(&mut loaded.ebpf, None)?;
     // Open the gate for the whole run: the programs do their real work only behind an open gate.
     maps.set_gate(Admission {
@@ -82,7 +93,38 @@ pub fn bench() -> anyhow::Result<Vec<Figure>> {
             });
         }
     }
+    // The tc runs above tagged the v4 case's flow.
+    let spec = &cases[0].1;
+    let key = FlowKey::new(spec.src, spec.sport, spec.dst, spec.dport, IPPROTO_UDP);
+    figures.push(flow_lookup(&maps.flows, &whole, &key, loaded.flow_hash_seed)?);
     Ok(figures)
+}
+
+/// `flow_lookup_ns`: one userspace lookup of a tagged flow as the gateway's workers make it (a copy of its bucket
+/// with `BPF_MAP_LOOKUP_ELEM`), against reading the same bucket through a mapping of the whole table (how they
+/// read it before that mapping's 12 MiB were taken out of the daemon's RSS), in the same rounds.
+fn flow_lookup(table: &FlowTable, whole: &MappedArray<FlowBucket>, key: &FlowKey, seed: u64) -> anyhow::Result<Figure> {
+    anyhow::ensure!(table.lookup(key, seed).is_some(), "the benchmark flow is not in the table");
+    let mapped = || {
+        let hash = flow_hash(key, seed);
+        let bucket = whole.get(bucket_of(hash, table.buckets()) as usize);
+        bucket.slots.iter().find(|s| s.state == SLOT_VALID && s.hash == hash && s.key == *key).map(|s| s.tag)
+    };
+    anyhow::ensure!(mapped() == table.lookup(key, seed), "both ways find the same tag");
+    let time = |lookup: &dyn Fn() -> bool| {
+        let start = std::time::Instant::now();
+        for _ in 0..LOOKUPS {
+            std::hint::black_box(lookup());
+        }
+        start.elapsed().as_nanos() as f64 / f64::from(LOOKUPS)
+    };
+    let (mut syscall, mut read) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        read.push(time(&|| mapped().is_some()));
+        syscall.push(time(&|| table.lookup(std::hint::black_box(key), seed).is_some()));
+    }
+    let (value, baseline) = (median(&mut syscall), median(&mut read));
+    Ok(Figure { name: "flow_lookup_ns".into(), value, unit: "ns", baseline, ratio: value / baseline })
 }
 
 /// Runs the benchmark thread on one CPU: BPF_PROG_TEST_RUN executes on the caller's CPU, and migrating between

@@ -6,6 +6,7 @@ use aya::{
     Ebpf,
     maps::{Array, HashMap as BpfHashMap, LpmTrie, Map, MapData, MapError, lpm_trie::Key},
 };
+use config::rules::RuleSet;
 use datapath_abi::{
     Direction,
     names::{
@@ -53,11 +54,7 @@ fn op(name: &'static str) -> impl FnOnce(MapError) -> PublishError {
 /// The routing maps, taken from the loaded object.
 pub struct RouteMaps {
     selector: Array<MapData, RouteSelector>,
-    config: MappedArray<RouteConfig>,
-    class_bits: MappedArray<RuleBits>,
-    actions: MappedArray<RouteAction>,
-    ports: MappedArray<u64>,
-    small: MappedArray<u64>,
+    arrays: RouteArrays,
     lpm: LpmTrie<MapData, [u8; LPM_DATA], u32>,
     iface: BpfHashMap<MapData, IfaceKey, u32>,
     mac: BpfHashMap<MapData, MacKey, u32>,
@@ -81,24 +78,58 @@ impl RouteMaps {
             Map::Array(data) => Ok(data),
             _ => Err(PublishError::Map(name)),
         };
-        let config = array(take(MAP_ROUTE_CONFIG)?, MAP_ROUTE_CONFIG)?;
-        let class_bits = array(take(MAP_ROUTE_CLASS_BITS)?, MAP_ROUTE_CLASS_BITS)?;
-        let actions = array(take(MAP_ROUTE_ACTIONS)?, MAP_ROUTE_ACTIONS)?;
-        let ports = array(take(MAP_ROUTE_PORT_CLASS)?, MAP_ROUTE_PORT_CLASS)?;
-        let small = array(take(MAP_ROUTE_SMALL_CLASS)?, MAP_ROUTE_SMALL_CLASS)?;
+        let arrays = RouteArrays {
+            config: array(take(MAP_ROUTE_CONFIG)?, MAP_ROUTE_CONFIG)?,
+            class_bits: array(take(MAP_ROUTE_CLASS_BITS)?, MAP_ROUTE_CLASS_BITS)?,
+            actions: array(take(MAP_ROUTE_ACTIONS)?, MAP_ROUTE_ACTIONS)?,
+            ports: array(take(MAP_ROUTE_PORT_CLASS)?, MAP_ROUTE_PORT_CLASS)?,
+            small: array(take(MAP_ROUTE_SMALL_CLASS)?, MAP_ROUTE_SMALL_CLASS)?,
+        };
+        // Map once now, so a build whose layouts disagree with the object fails at load, not at the first publish.
+        drop(arrays.map()?);
         Ok(Self {
             selector: Array::try_from(take(MAP_ROUTE_SELECTOR)?).map_err(op(MAP_ROUTE_SELECTOR))?,
-            config: map_array(&config, MAP_ROUTE_CONFIG)?,
-            class_bits: map_array(&class_bits, MAP_ROUTE_CLASS_BITS)?,
-            actions: map_array(&actions, MAP_ROUTE_ACTIONS)?,
-            ports: map_array(&ports, MAP_ROUTE_PORT_CLASS)?,
-            small: map_array(&small, MAP_ROUTE_SMALL_CLASS)?,
+            arrays,
             lpm: LpmTrie::try_from(take(MAP_ROUTE_LPM)?).map_err(op(MAP_ROUTE_LPM))?,
             iface: BpfHashMap::try_from(take(MAP_ROUTE_IFACE)?).map_err(op(MAP_ROUTE_IFACE))?,
             mac: BpfHashMap::try_from(take(MAP_ROUTE_MAC)?).map_err(op(MAP_ROUTE_MAC))?,
             domain: BpfHashMap::try_from(take(MAP_ROUTE_DOMAIN)?).map_err(op(MAP_ROUTE_DOMAIN))?,
             pname: BpfHashMap::try_from(take(MAP_ROUTE_PNAME)?).map_err(op(MAP_ROUTE_PNAME))?,
             probe: Array::try_from(take(MAP_ROUTE_PROBE)?).map_err(op(MAP_ROUTE_PROBE))?,
+        })
+    }
+}
+
+/// The routing arrays the kernel reads through direct lookups and a publish fills through a mapping.
+///
+/// They are mapped only while a rule set is written: a mapping of a BPF array is resident in full for as long as
+/// it exists (see `flow_table`), and these are 6 MiB (`ROUTE_CLASS_BITS` 4 MiB, `ROUTE_PORT_CLASS` 2 MiB) that
+/// nothing but a publish touches.
+struct RouteArrays {
+    config: MapData,
+    class_bits: MapData,
+    actions: MapData,
+    ports: MapData,
+    small: MapData,
+}
+
+/// [`RouteArrays`] mapped for one publish; unmapped when dropped.
+struct MappedRouteArrays {
+    config: MappedArray<RouteConfig>,
+    class_bits: MappedArray<RuleBits>,
+    actions: MappedArray<RouteAction>,
+    ports: MappedArray<u64>,
+    small: MappedArray<u64>,
+}
+
+impl RouteArrays {
+    fn map(&self) -> Result<MappedRouteArrays, PublishError> {
+        Ok(MappedRouteArrays {
+            config: map_array(&self.config, MAP_ROUTE_CONFIG)?,
+            class_bits: map_array(&self.class_bits, MAP_ROUTE_CLASS_BITS)?,
+            actions: map_array(&self.actions, MAP_ROUTE_ACTIONS)?,
+            ports: map_array(&self.ports, MAP_ROUTE_PORT_CLASS)?,
+            small: map_array(&self.small, MAP_ROUTE_SMALL_CLASS)?,
         })
     }
 }
@@ -117,10 +148,18 @@ struct BankEntries {
     pname: Vec<PnameKey>,
 }
 
+/// What the router keeps of the published rule set: what following links and DNS answers needs. The tables
+/// (the port classes alone are 1 MiB) live in the kernel's maps only.
+#[derive(Debug)]
+struct Published {
+    interfaces: Vec<(Direction, String, u32)>,
+    rules: RuleSet,
+}
+
 /// Owns the routing maps: publishes rule sets into the inactive bank and keeps the active one current.
 pub struct Router {
     maps: RouteMaps,
-    active: Option<(u32, Compiled)>,
+    active: Option<(u32, Published)>,
     entries: [BankEntries; 2],
     /// Destination addresses the DNS forwarder associated with names, republished into each new bank.
     domains: HashMap<[u8; 16], Vec<String>>,
@@ -157,17 +196,18 @@ impl Router {
         };
         self.clear_bank(bank)?;
         let b = bank as usize;
+        let arrays = self.maps.arrays.map()?;
         for (i, bits) in compiled.classes.iter().enumerate() {
-            self.maps.class_bits.set(b * MAX_CLASSES as usize + i, *bits);
+            arrays.class_bits.set(b * MAX_CLASSES as usize + i, *bits);
         }
         for (i, action) in compiled.actions.iter().enumerate() {
-            self.maps.actions.set(b * MAX_RULES + i, *action);
+            arrays.actions.set(b * MAX_RULES + i, *action);
         }
         for (i, class) in compiled.ports.iter().enumerate() {
-            self.maps.ports.set(b * PORT_SLOTS as usize + i, *class);
+            arrays.ports.set(b * PORT_SLOTS as usize + i, *class);
         }
         for (i, class) in compiled.small.iter().enumerate() {
-            self.maps.small.set(b * SMALL_SLOTS as usize + i, *class);
+            arrays.small.set(b * SMALL_SLOTS as usize + i, *class);
         }
         for entry in &compiled.lpm {
             let data = lpm_key_data(bank as u8, entry.dimension as u8, entry.addr);
@@ -185,14 +225,15 @@ impl Router {
             self.maps.pname.insert(key, class, 0).map_err(op(MAP_ROUTE_PNAME))?;
             self.entries[b].pname.push(key);
         }
-        self.write_interfaces(bank, &compiled, links)?;
+        self.write_interfaces(bank, &compiled.interfaces, links)?;
         let domains: Vec<([u8; 16], Vec<String>)> = self.domains.iter().map(|(k, v)| (*k, v.clone())).collect();
         for (addr, names) in domains {
-            self.write_domain(bank, &compiled, addr, &names)?;
+            self.write_domain(bank, &compiled.rules, addr, &names)?;
         }
-        self.maps.config.set(b, compiled.config);
+        arrays.config.set(b, compiled.config);
+        drop(arrays);
         self.maps.selector.set(0, RouteSelector { bank, loaded: 1 }, 0).map_err(op(MAP_ROUTE_SELECTOR))?;
-        self.active = Some((bank, compiled));
+        self.active = Some((bank, Published { interfaces: compiled.interfaces, rules: compiled.rules }));
         Ok(bank)
     }
 
@@ -216,10 +257,15 @@ impl Router {
         Ok(())
     }
 
-    fn write_interfaces(&mut self, bank: u32, compiled: &Compiled, links: &LinkTable) -> Result<(), PublishError> {
+    fn write_interfaces(
+        &mut self,
+        bank: u32,
+        interfaces: &[(Direction, String, u32)],
+        links: &LinkTable,
+    ) -> Result<(), PublishError> {
         let b = bank as usize;
         let mut want: Vec<(IfaceKey, u32)> = Vec::new();
-        for (direction, name, class) in &compiled.interfaces {
+        for (direction, name, class) in interfaces {
             if let Some(link) = links.by_name(name) {
                 let key = IfaceKey { bank: bank as u8, direction: *direction as u8, _pad: [0; 2], ifindex: link.index };
                 want.push((key, *class));
@@ -240,21 +286,21 @@ impl Router {
     /// Re-resolves `interface(...)` names after a link change (create, rename, re-create, delete): the active
     /// bank's entries follow the names without a reload.
     pub fn links_changed(&mut self, links: &LinkTable) -> Result<(), PublishError> {
-        let Some((bank, compiled)) = self.active.take() else { return Ok(()) };
-        let result = self.write_interfaces(bank, &compiled, links);
-        self.active = Some((bank, compiled));
+        let Some((bank, published)) = self.active.take() else { return Ok(()) };
+        let result = self.write_interfaces(bank, &published.interfaces, links);
+        self.active = Some((bank, published));
         result
     }
 
     fn write_domain(
         &mut self,
         bank: u32,
-        compiled: &Compiled,
+        rules: &RuleSet,
         addr: [u8; 16],
         names: &[String],
     ) -> Result<(), PublishError> {
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let bits = domain_bits(&compiled.rules, &refs);
+        let bits = domain_bits(rules, &refs);
         let key = DomainKey { bank, addr };
         self.maps.domain.insert(key, bits, 0).map_err(op(MAP_ROUTE_DOMAIN))?;
         self.entries[bank as usize].domain.insert(addr);
@@ -275,15 +321,15 @@ impl Router {
             }
             return Ok(());
         }
-        if let Some((bank, compiled)) = self.active.take() {
+        if let Some((bank, published)) = self.active.take() {
             let key = DomainKey { bank, addr };
             let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-            let bits = domain_bits(&compiled.rules, &refs);
+            let bits = domain_bits(&published.rules, &refs);
             let result = self.maps.domain.insert(key, bits, 0).map_err(op(MAP_ROUTE_DOMAIN));
             if result.is_ok() {
                 self.entries[bank as usize].domain.insert(addr);
             }
-            self.active = Some((bank, compiled));
+            self.active = Some((bank, published));
             result?;
         }
         self.domains.insert(addr, names);
