@@ -518,7 +518,7 @@ fn relayed_connections_and_udp_sessions_cost_no_thread_and_half_close_carries_th
     });
     let config = format!(
         "global {{\n  lan_interface: {}\n  wan_interface: {}\n}}\nnode {{\n  gw: 'direct'\n}}\n\
-         group {{\n  from_gateway {{\n    policy: fixed(0)\n  }}\n}}\nrouting {{\n  dport(5531, 5532) -> from_gateway\n  fallback: direct\n}}\n",
+         group {{\n  from_gateway {{\n    policy: fixed(0)\n  }}\n}}\nrouting {{\n  dport(5531, 5532, 5533) -> from_gateway\n  fallback: direct\n}}\n",
         lan.gateway_if, topo.wan_if
     );
     let mut daemon = Daemon::start(&dae(), &topo.gateway, &config, &[]).unwrap();
@@ -571,6 +571,30 @@ fn relayed_connections_and_udp_sessions_cost_no_thread_and_half_close_carries_th
     assert_eq!(stats["relay_tcp_active"], 0, "both ends closed: the loops let go: {stats}");
     assert!(stats["relay_tcp_bytes"].as_u64().unwrap() >= (CONNECTIONS * BYTES) as u64, "{stats}");
     assert_eq!(stats["relay_tcp_errors"], 0, "{stats}");
+
+    // A server that answers and then resets: the client gets the answer and an orderly end, as from dae.
+    let resetter = topo.server.run_in(move || TcpListener::bind(SocketAddr::new(server, 5533))).unwrap().unwrap();
+    std::thread::spawn(move || {
+        for stream in resetter.incoming().flatten() {
+            let _ = (&stream).write_all(b"last words");
+            std::thread::sleep(Duration::from_millis(100));
+            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+        }
+    });
+    let to_resetter = SocketAddr::new(server, 5533);
+    let heard = lan
+        .client
+        .run_in(move || -> std::io::Result<String> {
+            let mut stream = TcpStream::connect_timeout(&to_resetter, Duration::from_secs(3))?;
+            stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+            let mut text = String::new();
+            stream.read_to_string(&mut text)?;
+            Ok(text)
+        })
+        .unwrap();
+    assert_eq!(heard.unwrap(), "last words", "the bytes before the reset arrive, then EOF");
+    let stats = stats_when(&daemon, "relay_tcp_errors", 1);
+    assert_eq!(stats["relay_tcp_errors"], 1, "the reset is counted: {stats}");
 
     // UDP sessions are read on their worker's thread too: many open sessions, no new thread.
     udp_who_am_i_server(&topo.server, SocketAddr::new(server, 5531));

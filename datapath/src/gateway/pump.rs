@@ -8,9 +8,11 @@
 //! userspace buffer instead. Back-pressure is the pipe: a direction reads again only once the pipe is empty, so
 //! a slow receiver stops reading from a fast sender.
 //!
-//! Ends: EOF on one side half-closes the other (`shutdown(SHUT_WR)`), so the server may still answer; an error
-//! (a reset) on either side resets both. A connection with no byte moved for [`IDLE`] is reset, and one with
-//! a direction already ended for [`HALF_CLOSED_IDLE`] too, so a peer that vanished holds nothing for ever.
+//! Ends: EOF on one side half-closes the other (`shutdown(SHUT_WR)`), so the server may still answer; a reset
+//! from a sender is treated the same way once what it sent before is delivered (as dae's relay does: the client
+//! gets the server's last bytes and a FIN); a write that fails (the receiver is gone) closes both. A connection
+//! with no byte moved for [`IDLE`] is reset, and one with a direction already ended for [`HALF_CLOSED_IDLE`]
+//! too, so a peer that vanished holds nothing for ever.
 
 use std::collections::HashMap;
 use std::io;
@@ -43,7 +45,7 @@ pub struct PumpCounters {
     pub bytes: AtomicU64,
     /// Connections reset for idleness.
     pub idle_closed: AtomicU64,
-    /// Connections that ended with an error (reset) on either side.
+    /// Connections that ended with a reset or a failed write on either side.
     pub errors: AtomicU64,
 }
 
@@ -141,6 +143,8 @@ struct Direction {
     eof: bool,
     /// `to` was shut for writing after EOF and everything was written.
     done: bool,
+    /// `from` ended with an error (a reset) rather than a FIN.
+    reset: bool,
 }
 
 /// The two sockets of a connection; direction 0 is client -> upstream, 1 upstream -> client.
@@ -170,7 +174,7 @@ impl Direction {
         } else {
             Carrier::Copy(vec![0; COPY_BYTES].into_boxed_slice(), 0)
         };
-        Self { carrier, held: 0, eof: false, done: false }
+        Self { carrier, held: 0, eof: false, done: false, reset: false }
     }
 
     /// Moves what it can from `from` to `to` without blocking, adding the bytes written to `moved`.
@@ -205,7 +209,11 @@ impl Direction {
                     // These sockets cannot splice: copy through userspace from now on (nothing is held).
                     self.carrier = Carrier::Copy(vec![0; COPY_BYTES].into_boxed_slice(), 0);
                 }
-                Err(_) => return Step::Fail,
+                Err(_) => {
+                    // The sender reset: what it sent before is delivered, then a FIN (as dae's relay does).
+                    self.eof = true;
+                    self.reset = true;
+                }
             }
         }
     }
@@ -370,15 +378,17 @@ impl Pump {
             self.counters.bytes.fetch_add(moved, Ordering::Relaxed);
         }
         let finished = pair.directions.iter().all(|d| d.done);
-        if failed {
-            self.counters.errors.fetch_add(1, Ordering::Relaxed);
-        }
         if failed || finished {
-            self.end(id, failed);
+            if failed || pair.directions.iter().any(|d| d.reset) {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            self.end(id, false);
         }
     }
 
-    /// Removes pair `id`: an orderly end closes both sockets (every FIN was already sent), a failure resets them.
+    /// Removes pair `id` and closes both sockets: after an orderly end every FIN was already sent; after a write
+    /// failed (its receiver is gone) the kernel resets whatever still holds unread bytes. `reset_both` resets
+    /// both (idleness, shutdown).
     fn end(&mut self, id: u64, reset_both: bool) {
         if let Some(pair) = self.pairs.remove(&id) {
             if reset_both {
