@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, Instant};
 
+use dns::service::sys::{self, Epoll};
 use tracing::warn;
 
 /// A connection with no byte moved in either direction this long is reset (Xray's `connIdle` default).
@@ -82,7 +83,7 @@ impl Pumps {
             let mut pump = Pump::new(rx, Arc::clone(&wake), Arc::clone(&counters))?;
             let stop = Arc::clone(&stop);
             threads.push(std::thread::Builder::new().name(format!("dae-relay-{core}")).spawn(move || {
-                pin_to_cpu(core);
+                let _ = sys::pin_to_cpu(core);
                 pump.run(&stop);
             })?);
             loops.push((tx, wake));
@@ -117,13 +118,20 @@ fn signal(fd: RawFd) {
     unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
 }
 
-fn pin_to_cpu(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and sched_setaffinity only read/write it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
-    }
+/// Moves up to `len` bytes from `from` to `to` with splice(2) (one of them a pipe), without blocking.
+fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+    // SAFETY: splice between descriptors the caller holds open, no offsets.
+    let n = unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
 }
 
 /// Where a direction's bytes wait between its read and its write.
@@ -220,20 +228,7 @@ impl Direction {
 
     fn read(&mut self, from: &TcpStream) -> io::Result<usize> {
         match &mut self.carrier {
-            Carrier::Pipe(_, w) => {
-                // SAFETY: splice between descriptors we hold open, no offsets.
-                let n = unsafe {
-                    libc::splice(
-                        from.as_raw_fd(),
-                        std::ptr::null_mut(),
-                        w.as_raw_fd(),
-                        std::ptr::null_mut(),
-                        PIPE_BYTES,
-                        libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
-                    )
-                };
-                if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
-            }
+            Carrier::Pipe(_, w) => splice(from.as_raw_fd(), w.as_raw_fd(), PIPE_BYTES),
             Carrier::Copy(buf, at) => {
                 *at = 0;
                 io::Read::read(&mut &*from, buf)
@@ -243,20 +238,7 @@ impl Direction {
 
     fn write(&mut self, to: &TcpStream) -> io::Result<usize> {
         match &mut self.carrier {
-            Carrier::Pipe(r, _) => {
-                // SAFETY: as in `read`; the pipe holds `held` bytes.
-                let n = unsafe {
-                    libc::splice(
-                        r.as_raw_fd(),
-                        std::ptr::null_mut(),
-                        to.as_raw_fd(),
-                        std::ptr::null_mut(),
-                        self.held,
-                        libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
-                    )
-                };
-                if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
-            }
+            Carrier::Pipe(r, _) => splice(r.as_raw_fd(), to.as_raw_fd(), self.held),
             Carrier::Copy(buf, at) => {
                 let n = io::Write::write(&mut &*to, &buf[*at..*at + self.held])?;
                 *at += n;
@@ -268,7 +250,7 @@ impl Direction {
 
 /// One core's loop.
 struct Pump {
-    epoll: OwnedFd,
+    epoll: Epoll,
     inbox: Receiver<Handoff>,
     wake: Arc<OwnedFd>,
     pairs: HashMap<u64, Pair>,
@@ -281,42 +263,18 @@ const WAKE: u64 = u64::MAX;
 
 impl Pump {
     fn new(inbox: Receiver<Handoff>, wake: Arc<OwnedFd>, counters: Arc<PumpCounters>) -> io::Result<Self> {
-        // SAFETY: epoll_create1 returns a new descriptor or -1.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: just created, owned here.
-        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
-        let pump = Self { epoll, inbox, wake, pairs: HashMap::new(), next: 0, counters };
-        pump.add(pump.wake.as_raw_fd(), WAKE, libc::EPOLLIN as u32)?;
-        Ok(pump)
-    }
-
-    fn add(&self, fd: RawFd, token: u64, events: u32) -> io::Result<()> {
-        let mut event = libc::epoll_event { events, u64: token };
-        // SAFETY: epoll_ctl on descriptors we hold open with an event we own.
-        if unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        let epoll = Epoll::new()?;
+        epoll.add(wake.as_raw_fd(), WAKE, sys::IN)?;
+        Ok(Self { epoll, inbox, wake, pairs: HashMap::new(), next: 0, counters })
     }
 
     fn run(&mut self, stop: &AtomicBool) {
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
         let mut last_sweep = Instant::now();
         while !stop.load(Ordering::Relaxed) {
-            // SAFETY: epoll_wait fills at most `events.len()` entries of our buffer.
-            let n = unsafe {
-                libc::epoll_wait(
-                    self.epoll.as_raw_fd(),
-                    events.as_mut_ptr(),
-                    events.len() as i32,
-                    SWEEP_EVERY.as_millis() as i32,
-                )
-            };
+            let n = self.epoll.wait(&mut events, SWEEP_EVERY.as_millis() as i32).unwrap_or(0);
             let now = Instant::now();
-            for event in &events[..n.max(0) as usize] {
+            for event in &events[..n] {
                 match event.u64 {
                     WAKE => self.take_new(now),
                     token => self.progress(token >> 1, now),
@@ -349,9 +307,9 @@ impl Pump {
         upstream.set_nonblocking(true)?;
         let id = self.next;
         self.next += 1;
-        let events = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
-        self.add(client.as_raw_fd(), id << 1, events)?;
-        self.add(upstream.as_raw_fd(), id << 1 | 1, events)?;
+        let events = sys::IN | sys::OUT | libc::EPOLLET as u32;
+        self.epoll.add(client.as_raw_fd(), id << 1, events)?;
+        self.epoll.add(upstream.as_raw_fd(), id << 1 | 1, events)?;
         let pair =
             Pair { sockets: [client, upstream], directions: [Direction::new(), Direction::new()], last_moved: now };
         self.pairs.insert(id, pair);

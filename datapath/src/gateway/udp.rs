@@ -18,7 +18,7 @@ use std::{
     collections::HashMap,
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::AsRawFd,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -161,7 +161,7 @@ pub struct UdpRelay {
     cx: Arc<RelayContext>,
     replies: Arc<Replies>,
     /// The worker's epoll set: its steering socket and every session's socket.
-    epoll: OwnedFd,
+    epoll: sys::Epoll,
     sessions: RefCell<HashMap<SessionKey, Arc<Session>>>,
     /// Session keys by epoll token.
     tokens: RefCell<HashMap<u64, SessionKey>>,
@@ -213,7 +213,7 @@ pub fn serve(
     stop: Arc<AtomicBool>,
 ) {
     let fd = socket.as_raw_fd();
-    if let Err(e) = relay.watch(fd, STEER_TOKEN) {
+    if let Err(e) = relay.epoll.add(fd, STEER_TOKEN, sys::IN) {
         warn!(error = %e, "UDP worker cannot watch its steering socket");
         return;
     }
@@ -221,9 +221,8 @@ pub fn serve(
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
     let mut last_sweep = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        // SAFETY: epoll_wait fills at most `events.len()` entries of our buffer.
-        let n = unsafe { libc::epoll_wait(relay.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, 200) };
-        for event in &events[..n.max(0) as usize] {
+        let n = relay.epoll.wait(&mut events, 200).unwrap_or(0);
+        for event in &events[..n] {
             match event.u64 {
                 STEER_TOKEN => receive_steered(fd, &mut batch, &mut relay, dns.as_deref(), &mut links),
                 token => relay.read_replies(token),
@@ -279,16 +278,10 @@ fn receive_steered(
 impl UdpRelay {
     /// An empty session table for one worker.
     pub fn new(cx: Arc<RelayContext>, replies: Arc<Replies>, counters: Arc<UdpCounters>) -> io::Result<Self> {
-        // SAFETY: epoll_create1 returns a new descriptor or -1.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
         Ok(Self {
             cx,
             replies,
-            // SAFETY: just created, owned here.
-            epoll: unsafe { OwnedFd::from_raw_fd(fd) },
+            epoll: sys::Epoll::new()?,
             sessions: RefCell::default(),
             tokens: RefCell::default(),
             next_token: Cell::new(0),
@@ -299,16 +292,6 @@ impl UdpRelay {
             gso: Cell::new(true),
             counters,
         })
-    }
-
-    /// Adds `fd` to the worker's epoll set (readable, level-triggered) under `token`.
-    fn watch(&self, fd: std::os::fd::RawFd, token: u64) -> io::Result<()> {
-        let mut event = libc::epoll_event { events: libc::EPOLLIN as u32, u64: token };
-        // SAFETY: epoll_ctl on descriptors we hold open with an event we own.
-        if unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
     }
 
     /// Sends what the remotes of session `token` answered back to its client, each datagram from the remote's
@@ -628,7 +611,7 @@ impl UdpRelay {
         };
         let token = self.next_token.get();
         self.next_token.set(token + 1);
-        self.watch(socket.as_raw_fd(), token)?;
+        self.epoll.add(socket.as_raw_fd(), token, sys::IN)?;
         let session = Arc::new(Session { socket, via, last: AtomicU64::new(ms_since(self.epoch)), client, timeout });
         self.sessions.borrow_mut().insert((client, node), Arc::clone(&session));
         self.tokens.borrow_mut().insert(token, (client, node));

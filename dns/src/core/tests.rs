@@ -384,14 +384,7 @@ fn tcp_pipeline_answers_out_of_order_and_a_reset_retries_exactly_its_own_queries
     let (conn, _) = h.tcp_connects[0];
     h.core.tcp_connected(h.now, conn);
     h.drain();
-    let written = h.tcp_sent.remove(0).1;
-    let mut frames = Vec::new();
-    let mut at = 0;
-    while at < written.len() {
-        let len = usize::from(u16::from_be_bytes([written[at], written[at + 1]]));
-        frames.push(written[at + 2..at + 2 + len].to_vec());
-        at += 2 + len;
-    }
+    let frames = split_frames(&h.tcp_sent.remove(0).1);
     assert_eq!(frames.len(), 3);
     // Answer the third first, split across two reads, then reset before the others are answered.
     let third = tcp::frame(&answer(&frames[2], 60));
@@ -409,12 +402,8 @@ fn tcp_pipeline_answers_out_of_order_and_a_reset_retries_exactly_its_own_queries
     h.drain();
     let written = h.tcp_sent.remove(0).1;
     assert_eq!(written.len(), frames[0].len() + frames[1].len() + 4, "exactly the two unanswered queries");
-    let mut at = 0;
-    while at < written.len() {
-        let len = usize::from(u16::from_be_bytes([written[at], written[at + 1]]));
-        let response = tcp::frame(&answer(&written[at + 2..at + 2 + len], 60));
-        h.core.tcp_received(h.now, conn2, &response);
-        at += 2 + len;
+    for frame in split_frames(&written) {
+        h.core.tcp_received(h.now, conn2, &tcp::frame(&answer(&frame, 60)));
     }
     h.drain();
     assert_eq!(h.answers.len(), 3);
@@ -455,16 +444,17 @@ fn a_break_spends_an_attempt_of_the_oldest_query_only_so_bystanders_outlive_many
         h.core.tcp_connected(h.now, conn);
         h.drain();
         let written: Vec<u8> = h.tcp_sent.drain(..).flat_map(|(_, bytes)| bytes).collect();
-        for frame in split_frames(&written) {
-            *sends.entry(qname_of(&frame)).or_default() += 1;
+        let frames = split_frames(&written);
+        for frame in &frames {
+            *sends.entry(qname_of(frame)).or_default() += 1;
         }
-        for frame in split_frames(&written) {
-            let name = qname_of(&frame);
+        for frame in &frames {
+            let name = qname_of(frame);
             *reached.entry(name.clone()).or_default() += 1;
             if name.starts_with("kill") {
                 break;
             }
-            h.core.tcp_received(h.now, conn, &tcp::frame(&answer(&frame, 60)));
+            h.core.tcp_received(h.now, conn, &tcp::frame(&answer(frame, 60)));
         }
         h.core.tcp_closed(h.now, conn);
         h.drain();
