@@ -54,6 +54,7 @@ impl std::fmt::Debug for InitialKeys {
 impl InitialKeys {
     /// Derives the client's Initial keys for `version` from its Destination Connection ID (at most
     /// [`MAX_CID_LEN`] bytes: [`LongPacket`] enforces it; longer input is cut there).
+    #[inline(always)]
     pub fn client(version: QuicVersion, dcid: &[u8]) -> Self {
         let dcid = &dcid[..dcid.len().min(MAX_CID_LEN)];
         let mut stored = [0; MAX_CID_LEN];

@@ -162,10 +162,21 @@ fn alpn(data: &[u8]) -> Result<Vec<String>, HelloError> {
             return Err(Malformed("empty ALPN protocol name"));
         }
         if out.len() < MAX_ALPN_PROTOCOLS {
-            out.push(name.escape_ascii().to_string());
+            out.push(printable(name));
         }
     }
     Ok(out)
+}
+
+/// An ALPN protocol name as text, `escape_ascii`d so that odd bytes show and cannot fake another name; names
+/// that it leaves unchanged (printable ASCII without quotes or backslashes: every registered one) are copied
+/// without the formatter.
+fn printable(name: &[u8]) -> String {
+    let plain = |b: &u8| b.is_ascii_graphic() && !matches!(b, b'\\' | b'\'' | b'"');
+    match std::str::from_utf8(name) {
+        Ok(text) if name.iter().all(plain) => text.to_owned(),
+        _ => name.escape_ascii().to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -266,6 +277,10 @@ pub(crate) mod tests {
         let hello = parse(&hello_with(&[alpn_ext(&many)])).unwrap();
         assert_eq!(hello.alpn.len(), MAX_ALPN_PROTOCOLS);
         assert_eq!(hello.alpn[0], "\\x01x");
+        for odd in [&b"a\\b"[..], b"it's", b"\"q\"", b"sp ace", b"\xff"] {
+            assert_eq!(printable(odd), odd.escape_ascii().to_string());
+        }
+        assert_eq!(printable(b"h3-29"), "h3-29");
         assert!(parse(&hello_with(&[alpn_ext(&[b""])])).is_err());
     }
 }
