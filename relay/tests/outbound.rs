@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use bench_lab::netns::{ChildGuard, Netns, unique_id};
 use relay::outbound::{
-    CheckOutcome, CheckSettings, CheckTarget, Checker, Group, HealthTable, Node, NodeId, NodeState, Policy, associate,
-    check, dial, parse_link, socks5,
+    CheckOutcome, CheckSettings, CheckTarget, Checker, Dialing, Group, HealthTable, Node, NodeId, NodeState, Policy,
+    Target, associate, check, dial, parse_link, socks5,
 };
 
 const ECHO_PORT: u16 = 7000;
@@ -207,10 +207,36 @@ fn spawn_udp_echo(port: u16) {
     });
 }
 
+/// Dials as the gateway's relay loops do: [`Dialing`] on a non-blocking socket, polled whenever `poll(2)` says
+/// the socket is ready, under one deadline. Returns the stream (made blocking again) and how many times the dial
+/// had to wait.
+fn dial_nonblocking(node: &Node, target: SocketAddr) -> std::io::Result<(TcpStream, usize)> {
+    use std::os::fd::AsRawFd;
+    let deadline = Instant::now() + DIAL_TIMEOUT;
+    let mut dialing = Dialing::start(node, Target::Addr(target), 0)?.expect("a proxy given by address never blocks");
+    let mut waits = 0;
+    while !dialing.poll()? {
+        waits += 1;
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "the dial via {node} did not finish within {DIAL_TIMEOUT:?}");
+        let mut fd =
+            libc::pollfd { fd: dialing.stream().as_raw_fd(), events: libc::POLLIN | libc::POLLOUT, revents: 0 };
+        // SAFETY: one pollfd on the stack, a descriptor the dial owns.
+        unsafe { libc::poll(&mut fd, 1, left.as_millis() as i32) };
+    }
+    let stream = dialing.into_stream();
+    stream.set_nonblocking(false)?;
+    Ok((stream, waits))
+}
+
 /// Dials `node` to the echo server and checks that bytes come back unchanged.
 fn assert_round_trip(node: &Node) {
-    let mut stream =
-        dial(node, loopback(ECHO_PORT), 0, DIAL_TIMEOUT).unwrap_or_else(|e| panic!("dial via {node}: {e}"));
+    let stream = dial(node, loopback(ECHO_PORT), 0, DIAL_TIMEOUT).unwrap_or_else(|e| panic!("dial via {node}: {e}"));
+    assert_echoes(stream, node);
+}
+
+/// Writes 64 KiB to an echo server through `stream` and checks they come back unchanged.
+fn assert_echoes(mut stream: TcpStream, node: &Node) {
     stream.set_read_timeout(Some(DIAL_TIMEOUT)).unwrap();
     let payload: Vec<u8> = (0..=255u8).cycle().take(64 * 1024).collect();
     let writer = {
@@ -225,7 +251,11 @@ fn assert_round_trip(node: &Node) {
 }
 
 fn assert_greeting(node: &Node) {
-    let mut stream = dial(node, loopback(GREETER_PORT), 0, DIAL_TIMEOUT).unwrap();
+    assert_greeted(dial(node, loopback(GREETER_PORT), 0, DIAL_TIMEOUT).unwrap(), node);
+}
+
+/// The greeter's bytes arrive whole through `stream`: the handshake consumed nothing past its own end.
+fn assert_greeted(mut stream: TcpStream, node: &Node) {
     stream.set_read_timeout(Some(DIAL_TIMEOUT)).unwrap();
     let mut greeting = vec![0u8; GREETING.len()];
     stream.read_exact(&mut greeting).unwrap_or_else(|e| panic!("greeting via {node}: {e}"));
@@ -291,6 +321,53 @@ fn http_connect_basic_auth_through_tinyproxy() {
             dial(&node(&format!("http://bob:nope@127.0.0.1:{HTTP_PORT}")), loopback(ECHO_PORT), 0, DIAL_TIMEOUT)
                 .unwrap_err();
         assert_eq!(wrong.kind(), std::io::ErrorKind::PermissionDenied, "{wrong}");
+    });
+}
+
+/// The non-blocking dial the relay loops use, against the same real proxies: bytes round-trip, a greeting that
+/// follows the proxy's answer at once is not eaten, and failures keep the blocking dial's error kinds.
+#[test]
+fn nonblocking_dials_through_microsocks_and_tinyproxy_match_blocking_ones() {
+    use std::io::ErrorKind;
+    let Some(mut lab) = Lab::new("nonblocking dial") else { return };
+    lab.start_microsocks(SOCKS_PORT, None);
+    lab.start_microsocks(SOCKS_AUTH_PORT, Some(("alice", "s3cret")));
+    lab.start_tinyproxy(Some(("bob", "pa55")));
+    lab.inside(|| {
+        let nodes = [
+            Node::Direct,
+            node(&format!("socks5://127.0.0.1:{SOCKS_PORT}")),
+            node(&format!("socks5://alice:s3cret@127.0.0.1:{SOCKS_AUTH_PORT}")),
+            node(&format!("http://bob:pa55@127.0.0.1:{HTTP_PORT}")),
+        ];
+        let mut waited = 0;
+        for node in &nodes {
+            let (stream, waits) = dial_nonblocking(node, loopback(ECHO_PORT)).unwrap_or_else(|e| panic!("{node}: {e}"));
+            waited += waits;
+            assert_echoes(stream, node);
+            let (stream, _) = dial_nonblocking(node, loopback(GREETER_PORT)).unwrap_or_else(|e| panic!("{node}: {e}"));
+            assert_greeted(stream, node);
+        }
+        // Every proxy answers after a round trip: the dials did wait on the sockets rather than block in them.
+        assert!(waited >= 3, "the non-blocking dials never waited ({waited})");
+        let kind = |node: &Node, port| dial_nonblocking(node, loopback(port)).map(drop).unwrap_err().kind();
+        assert_eq!(kind(&Node::Direct, CLOSED_PORT), ErrorKind::ConnectionRefused);
+        assert_eq!(kind(&nodes[1], CLOSED_PORT), ErrorKind::ConnectionRefused);
+        assert_eq!(
+            kind(&node(&format!("socks5://alice:wrong@127.0.0.1:{SOCKS_AUTH_PORT}")), ECHO_PORT),
+            ErrorKind::PermissionDenied
+        );
+        assert_eq!(
+            kind(&node(&format!("http://bob:nope@127.0.0.1:{HTTP_PORT}")), ECHO_PORT),
+            ErrorKind::PermissionDenied
+        );
+        // A proxy named by host name needs the (blocking) resolver: the caller is told to dial on a thread.
+        let named = node(&format!("socks5://localhost:{SOCKS_PORT}"));
+        assert!(Dialing::start(&named, Target::Addr(loopback(ECHO_PORT)), 0).unwrap().is_none());
+        assert_eq!(
+            Dialing::start(&Node::Block, Target::Addr(loopback(ECHO_PORT)), 0).unwrap_err().kind(),
+            ErrorKind::PermissionDenied
+        );
     });
 }
 

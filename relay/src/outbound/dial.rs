@@ -79,6 +79,12 @@ impl DeadlineIo<'_> {
     }
 }
 
+impl super::exchange::Wire for DeadlineIo<'_> {
+    fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        DeadlineIo::peek(self, buf)
+    }
+}
+
 impl Read for DeadlineIo<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.stream.set_read_timeout(Some(self.deadline.remaining()?))?;

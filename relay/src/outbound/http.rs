@@ -4,22 +4,22 @@
 //! The response head is read with `MSG_PEEK` first and then consumed exactly up to its blank line, so bytes the
 //! target sends right after the proxy's `200` stay in the socket for the relay.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use thiserror::Error;
 
 use super::Target;
-use super::dial::{Deadline, DeadlineIo, connect_endpoint, with_deadline};
+use super::dial::{Deadline, connect_endpoint, with_deadline};
+use super::exchange::Exchange;
 use super::link::{Credentials, Proxy};
 
 /// The longest response head accepted. Proxies answer CONNECT with a status line and a few headers; 8 KiB is
 /// the common server-side limit for request heads and far above any real CONNECT reply.
 pub const MAX_RESPONSE_HEAD: usize = 8 * 1024;
-/// How much one `MSG_PEEK` looks at.
-const PEEK_CHUNK: usize = 1024;
-const HEAD_END: &[u8] = b"\r\n\r\n";
+/// The end of a response head.
+pub(crate) const HEAD_END: &[u8] = b"\r\n\r\n";
 
 /// An HTTP proxy refused or garbled the CONNECT.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -81,6 +81,14 @@ pub fn encode_connect_to(authority: &str, credentials: Option<&Credentials>) -> 
     request.into_bytes()
 }
 
+/// The CONNECT request for a dial's target: the address, or the name and port.
+pub fn encode_request(target: Target<'_>, credentials: Option<&Credentials>) -> Vec<u8> {
+    match target {
+        Target::Addr(addr) => encode_connect(addr, credentials),
+        Target::Domain { name, port, .. } => encode_connect_to(&format!("{name}:{port}"), credentials),
+    }
+}
+
 /// The length of the response head (through its blank line) if `buf` holds all of it.
 pub fn head_len(buf: &[u8]) -> Option<usize> {
     buf.windows(HEAD_END.len()).position(|window| window == HEAD_END).map(|at| at + HEAD_END.len())
@@ -110,49 +118,12 @@ pub fn check_status(head: &[u8]) -> Result<u16, HttpError> {
     }
 }
 
-/// Reads exactly the response head: peeks, finds the blank line, consumes up to it.
-fn read_head(io: &mut DeadlineIo<'_>) -> io::Result<Vec<u8>> {
-    let mut head = Vec::with_capacity(256);
-    let mut chunk = [0u8; PEEK_CHUNK];
-    loop {
-        let peeked = io.peek(&mut chunk)?;
-        if peeked == 0 {
-            return Err(HttpError::Closed.into());
-        }
-        // Look again at the last three bytes already taken: the blank line may straddle two peeks.
-        let from = head.len().saturating_sub(HEAD_END.len() - 1);
-        let taken = head.len();
-        head.extend_from_slice(&chunk[..peeked]);
-        let take = match head_len(&head[from..]) {
-            Some(len) => from + len - taken,
-            None => peeked,
-        };
-        head.truncate(taken);
-        if taken + take > MAX_RESPONSE_HEAD {
-            return Err(HttpError::HeadTooLong.into());
-        }
-        head.resize(taken + take, 0);
-        io.read_exact(&mut head[taken..])?;
-        if head_len(&head[from..]).is_some() {
-            return Ok(head);
-        }
-    }
-}
-
 /// Connects to `proxy` and asks it to CONNECT to `target`; every step finishes within `timeout`.
 pub(crate) fn connect(proxy: &Proxy, target: Target<'_>, mark: u32, timeout: Duration) -> io::Result<TcpStream> {
     let deadline = Deadline::after(timeout);
     let mut stream = connect_endpoint(&proxy.server, mark, &deadline)?;
-    let request = match target {
-        Target::Addr(addr) => encode_connect(addr, proxy.credentials.as_ref()),
-        Target::Domain { name, port, .. } => encode_connect_to(&format!("{name}:{port}"), proxy.credentials.as_ref()),
-    };
-    with_deadline(&mut stream, &deadline, |io| {
-        io.write_all(&request)?;
-        let head = read_head(io)?;
-        check_status(&head)?;
-        Ok(())
-    })?;
+    let request = encode_request(target, proxy.credentials.as_ref());
+    with_deadline(&mut stream, &deadline, |io| Exchange::http(request).drive(io).map(drop))?;
     Ok(stream)
 }
 

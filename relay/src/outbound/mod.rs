@@ -30,6 +30,7 @@
 
 mod build;
 mod dial;
+mod exchange;
 mod group;
 mod health;
 pub mod http;
@@ -41,6 +42,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use exchange::{Dialing, Exchange, Progress};
 pub use group::{Group, NoAliveNode, Policy};
 pub use health::{
     CheckOutcome, CheckSettings, CheckTarget, CheckTargetError, Checker, DEFAULT_CHECK_INTERVAL, DEFAULT_CHECK_TIMEOUT,

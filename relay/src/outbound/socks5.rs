@@ -4,7 +4,7 @@
 //! Decoders of variable-length messages return [`Decoded::Need`] with the total length they need, so the
 //! driver reads exactly that many bytes and never consumes a byte of the tunnel.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use thiserror::Error;
 
 use super::Target;
 use super::dial::{Deadline, connect_endpoint, with_deadline};
+use super::exchange::{Exchange, Progress, Wire};
 use super::link::{Credentials, Proxy};
 
 const VERSION: u8 = 5;
@@ -279,37 +280,14 @@ pub fn decode_udp_datagram(datagram: &[u8]) -> Result<(Address, &[u8]), Socks5Er
     }
 }
 
-/// Runs the method negotiation, authentication and `request` on a connected stream, and returns the bound
-/// address of the reply. Reads exactly the reply, nothing after it.
-fn handshake(
-    stream: &mut (impl Read + Write),
-    credentials: Option<&Credentials>,
-    request: &[u8],
-) -> io::Result<Address> {
-    let mut out = Vec::with_capacity(64);
-    encode_greeting(credentials.is_some(), &mut out);
-    stream.write_all(&out)?;
-    let mut two = [0u8; 2];
-    stream.read_exact(&mut two)?;
-    if decode_method(two, credentials.is_some())? == Method::Password {
-        let credentials = credentials.expect("password chosen only when offered");
-        out.clear();
-        encode_password(credentials, &mut out);
-        stream.write_all(&out)?;
-        stream.read_exact(&mut two)?;
-        decode_password_status(two)?;
-    }
-    stream.write_all(request)?;
-    let mut reply = Vec::with_capacity(REPLY_PREFIX_LEN + 16 + 2);
-    loop {
-        match decode_reply(&reply)? {
-            Decoded::Done(address, _) => return Ok(address),
-            Decoded::Need(len) => {
-                let have = reply.len();
-                reply.resize(len, 0);
-                stream.read_exact(&mut reply[have..])?;
-            }
-        }
+/// Runs the method negotiation, authentication and `request` on a connected blocking stream, and returns the
+/// bound address of the reply. Reads exactly the reply, nothing after it.
+fn handshake(stream: &mut impl Wire, credentials: Option<&Credentials>, request: &[u8]) -> io::Result<Address> {
+    let mut exchange = Exchange::socks5(credentials.cloned(), request.to_vec());
+    match exchange.drive(stream)? {
+        Progress::Done(Some(address)) => Ok(address),
+        // A blocking stream finishes or fails; a SOCKS5 reply always carries an address.
+        _ => Err(io::Error::new(io::ErrorKind::WouldBlock, "the proxy handshake did not finish")),
     }
 }
 
@@ -375,6 +353,8 @@ pub fn associate(proxy: &Proxy, mark: u32, timeout: Duration) -> io::Result<UdpA
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+
     use super::*;
 
     fn credentials(user: &str, pass: &str) -> Credentials {
@@ -390,6 +370,12 @@ mod tests {
     impl Read for Script {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
             self.input.read(buf)
+        }
+    }
+
+    impl Wire for Script {
+        fn peek(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::Unsupported.into())
         }
     }
 
