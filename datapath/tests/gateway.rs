@@ -647,3 +647,92 @@ fn relayed_connections_and_udp_sessions_cost_no_thread_and_half_close_carries_th
     assert_eq!(stats["udp_forwarded"], CONNECTIONS as u64 + 1, "the large datagram went through the relay: {stats}");
     assert_eq!(stats["udp_dropped"], 0, "{stats}");
 }
+
+/// Connections whose dial waits on a slow proxy are entries in their loop's table, not threads: 30 connections
+/// held in the SOCKS5 greeting by a proxy that never answers leave the thread count alone; when the proxy hangs
+/// up, every client is reset and every failure counted. A client that sends nothing while it is sniffed is
+/// dialled once `sniffing_timeout` passes.
+#[test]
+fn connections_waiting_on_a_slow_proxy_cost_no_thread() {
+    if skip_unless_root("connections_waiting_on_a_slow_proxy_cost_no_thread") {
+        return;
+    }
+    const CONNECTIONS: usize = 30;
+    let topo = Topology::client_gateway_server().unwrap();
+    let lan = topo.lan();
+    let server = IpAddr::from(topo.server_v4);
+    // The proxy reads each greeting and never answers; dropping the held sockets hangs up on every dial.
+    let proxy = topo.server.run_in(move || TcpListener::bind(SocketAddr::new(server, 1099))).unwrap().unwrap();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    {
+        let held = std::sync::Arc::clone(&held);
+        std::thread::spawn(move || {
+            for mut stream in proxy.incoming().flatten() {
+                let mut greeting = [0u8; 3];
+                if stream.read_exact(&mut greeting).is_ok() && greeting[0] == 5 {
+                    held.lock().unwrap().push(stream);
+                }
+            }
+        });
+    }
+    let config = format!(
+        "global {{\n  lan_interface: {}\n  wan_interface: {}\n}}\nnode {{\n  slow: 'socks5://{server}:1099'\n}}\n\
+         group {{\n  via_slow {{\n    policy: fixed(0)\n  }}\n}}\nrouting {{\n  dport(5541) -> via_slow\n  fallback: direct\n}}\n",
+        lan.gateway_if, topo.wan_if
+    );
+    let mut daemon = Daemon::start(&dae(), &topo.gateway, &config, &[]).unwrap();
+    let pid = daemon.pid();
+    let idle_threads = threads_of(pid);
+    let to = SocketAddr::new(server, 5541);
+    // Port 5541 is not a TLS or HTTP port dae waits on: each connection is sniffed for `sniffing_timeout` (the
+    // client sends nothing), then dialled.
+    let clients = lan
+        .client
+        .run_in(move || {
+            (0..CONNECTIONS)
+                .map(|_| TcpStream::connect_timeout(&to, Duration::from_secs(3)).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    // The health checker's own handshake may be held too.
+    while held.lock().unwrap().len() < CONNECTIONS && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(held.lock().unwrap().len() >= CONNECTIONS, "every connection was dialled to the proxy");
+    let waiting_threads = threads_of(pid);
+    assert!(
+        waiting_threads <= idle_threads + 1,
+        "{CONNECTIONS} dials waiting on a proxy: {idle_threads} -> {waiting_threads} threads"
+    );
+    // The userspace counters are published every second.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let stats = loop {
+        let stats = daemon.stats().unwrap();
+        if stats.get("relay_dial_failed").is_some() || std::time::Instant::now() > deadline {
+            break stats;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(stats["relay_dial_failed"], 0, "{stats}");
+    assert_eq!(stats["relay_tcp_active"], 0, "nothing is relayed before the proxy answers: {stats}");
+    held.lock().unwrap().clear();
+    let stats = stats_when(&daemon, "relay_dial_failed", CONNECTIONS as u64);
+    assert!(stats["relay_dial_failed"].as_u64().unwrap() >= CONNECTIONS as u64, "{stats}");
+    let ends = lan
+        .client
+        .run_in(move || {
+            clients
+                .into_iter()
+                .map(|mut stream| {
+                    stream.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+                    let mut buf = [0u8; 16];
+                    stream.read(&mut buf).map_err(|e| e.kind())
+                })
+                .collect::<Vec<_>>()
+        })
+        .unwrap();
+    for end in ends {
+        assert_eq!(end, Err(std::io::ErrorKind::ConnectionReset), "a failed dial resets its client");
+    }
+}

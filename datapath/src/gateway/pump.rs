@@ -1,6 +1,7 @@
-//! Per-core relay loops: once a proxied TCP connection is dialled, its two sockets are handed to the loop of one
-//! core (chosen by the flow's hash), which moves bytes both ways until both directions end. One pinned thread per
-//! core relays every connection of that core: no thread per connection or per direction.
+//! Per-core relay loops: a steered TCP connection is handed to the loop of one core (chosen by the flow's hash),
+//! which sets it up — sniff, route, dial ([`super::setup`]) — and then moves bytes both ways until both
+//! directions end. One pinned thread per core sets up and relays every connection of that core: no thread per
+//! connection or per direction.
 //!
 //! Each loop is an edge-triggered epoll set over non-blocking sockets. A direction moves bytes socket -> pipe ->
 //! socket with splice(2) (zero-copy; never `SPLICE_F_MORE`, so a short write leaves at once — dae's relay adds
@@ -14,17 +15,23 @@
 //! with no byte moved for [`IDLE`] is reset, and one with a direction already ended for [`HALF_CLOSED_IDLE`]
 //! too, so a peer that vanished holds nothing for ever.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::io;
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, Instant};
 
+use datapath_abi::{FlowKey, flow::flow_hash};
 use dns::service::sys::{self, Epoll};
 use tracing::warn;
+
+use super::setup::{Advance, Setup};
+use super::worker::RelayContext;
+use crate::links::{LinkCache, LinkReader};
 
 /// A connection with no byte moved in either direction this long is reset (Xray's `connIdle` default).
 pub const IDLE: Duration = Duration::from_secs(300);
@@ -50,8 +57,13 @@ pub struct PumpCounters {
     pub errors: AtomicU64,
 }
 
-/// A dialled connection handed to a loop: the client's socket and the upstream's.
-type Handoff = (TcpStream, TcpStream);
+/// What a loop is handed.
+enum Handoff {
+    /// A steered connection to set up: the client's socket and address.
+    Accepted(TcpStream, SocketAddr),
+    /// A connection dialled on a thread (see [`super::setup`]): the client's socket and the upstream's.
+    Relay(TcpStream, TcpStream),
+}
 
 /// The loops, one per core.
 #[derive(Debug)]
@@ -65,8 +77,9 @@ pub struct Pumps {
 }
 
 impl Pumps {
-    /// Starts `count` loops, loop `i` pinned to CPU `i` (when the machine has it).
-    pub fn start(count: usize) -> io::Result<Self> {
+    /// Starts `count` loops, loop `i` pinned to CPU `i` (when the machine has it), setting connections up with
+    /// `cx` and reading interface names from `links`.
+    pub fn start(count: usize, cx: Arc<RelayContext>, links: &LinkCache) -> io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(PumpCounters::default());
         let mut loops = Vec::new();
@@ -80,7 +93,8 @@ impl Pumps {
             }
             // SAFETY: `fd` was just created and is owned here.
             let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
-            let mut pump = Pump::new(rx, Arc::clone(&wake), Arc::clone(&counters))?;
+            let back = Back { inbox: tx.clone(), wake: Arc::clone(&wake) };
+            let mut pump = Pump::new(rx, back, Arc::clone(&counters), Arc::clone(&cx), links.reader())?;
             let stop = Arc::clone(&stop);
             threads.push(std::thread::Builder::new().name(format!("dae-relay-{core}")).spawn(move || {
                 let _ = sys::pin_to_cpu(core);
@@ -91,10 +105,13 @@ impl Pumps {
         Ok(Self { loops, stop, threads, counters })
     }
 
-    /// Relays `client` <-> `upstream` on the loop `hash` picks (a flow's connections always land on one core).
-    pub fn relay(&self, hash: u64, client: TcpStream, upstream: TcpStream) {
-        let (tx, wake) = &self.loops[(hash % self.loops.len() as u64) as usize];
-        if tx.send((client, upstream)).is_ok() {
+    /// Sets up and relays a steered connection on the loop its flow hash picks (a flow's connections always land
+    /// on one core).
+    pub fn accept(&self, cx: &RelayContext, client: TcpStream, peer: SocketAddr) {
+        let Ok(target) = client.local_addr() else { return };
+        let key = FlowKey::new(peer.ip(), peer.port(), target.ip(), target.port(), libc::IPPROTO_TCP as u8);
+        let (tx, wake) = &self.loops[flow_hash(&key, cx.seed) as usize % self.loops.len()];
+        if tx.send(Handoff::Accepted(client, peer)).is_ok() {
             signal(wake.as_raw_fd());
         }
     }
@@ -248,38 +265,72 @@ impl Direction {
     }
 }
 
+/// The way back into a loop, for a dial that ran on a thread.
+#[derive(Clone)]
+struct Back {
+    inbox: Sender<Handoff>,
+    wake: Arc<OwnedFd>,
+}
+
 /// One core's loop.
 struct Pump {
     epoll: Epoll,
     inbox: Receiver<Handoff>,
-    wake: Arc<OwnedFd>,
+    back: Back,
     pairs: HashMap<u64, Pair>,
+    /// Connections being set up.
+    setups: HashMap<u64, Setup>,
+    /// Set-up deadlines (stale entries are skipped: a set-up's deadline moves, or it ends).
+    deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
     next: u64,
     counters: Arc<PumpCounters>,
+    cx: Arc<RelayContext>,
+    links: LinkReader,
 }
 
-/// The epoll token of the eventfd; pairs use `id << 1 | side`.
+/// The epoll token of the eventfd; pairs and set-ups use `id << 1 | side` (0 the client, 1 the upstream).
 const WAKE: u64 = u64::MAX;
 
 impl Pump {
-    fn new(inbox: Receiver<Handoff>, wake: Arc<OwnedFd>, counters: Arc<PumpCounters>) -> io::Result<Self> {
+    fn new(
+        inbox: Receiver<Handoff>,
+        back: Back,
+        counters: Arc<PumpCounters>,
+        cx: Arc<RelayContext>,
+        links: LinkReader,
+    ) -> io::Result<Self> {
         let epoll = Epoll::new()?;
-        epoll.add(wake.as_raw_fd(), WAKE, sys::IN)?;
-        Ok(Self { epoll, inbox, wake, pairs: HashMap::new(), next: 0, counters })
+        epoll.add(back.wake.as_raw_fd(), WAKE, sys::IN)?;
+        Ok(Self {
+            epoll,
+            inbox,
+            back,
+            pairs: HashMap::new(),
+            setups: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            next: 0,
+            counters,
+            cx,
+            links,
+        })
     }
 
     fn run(&mut self, stop: &AtomicBool) {
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
         let mut last_sweep = Instant::now();
         while !stop.load(Ordering::Relaxed) {
-            let n = self.epoll.wait(&mut events, SWEEP_EVERY.as_millis() as i32).unwrap_or(0);
+            let n = self.epoll.wait(&mut events, self.timeout_ms(Instant::now())).unwrap_or(0);
             let now = Instant::now();
             for event in &events[..n] {
-                match event.u64 {
+                // A copy: epoll_event is packed.
+                let token = event.u64;
+                match token {
                     WAKE => self.take_new(now),
-                    token => self.progress(token >> 1, now),
+                    _ if self.pairs.contains_key(&(token >> 1)) => self.progress(token >> 1, now),
+                    _ => self.set_up(token >> 1, now),
                 }
             }
+            self.expire_setups(now);
             if now.duration_since(last_sweep) >= SWEEP_EVERY {
                 last_sweep = now;
                 self.sweep(now);
@@ -289,15 +340,120 @@ impl Pump {
             reset(&pair);
             self.counters.active.fetch_sub(1, Ordering::Relaxed);
         }
+        for (_, setup) in self.setups.drain() {
+            super::worker::refuse(setup.client());
+        }
+    }
+
+    /// How long to sleep: until the next set-up deadline, at most [`SWEEP_EVERY`].
+    fn timeout_ms(&self, now: Instant) -> i32 {
+        let next = self.deadlines.peek().map_or(SWEEP_EVERY, |Reverse((at, _))| at.saturating_duration_since(now));
+        // Rounded up, so that a wake-up finds the deadline passed.
+        next.min(SWEEP_EVERY).as_micros().div_ceil(1000) as i32
+    }
+
+    /// Advances every set-up whose deadline has passed.
+    fn expire_setups(&mut self, now: Instant) {
+        while let Some(&Reverse((at, id))) = self.deadlines.peek() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop();
+            if self.setups.get(&id).is_some_and(|setup| setup.deadline() <= now) {
+                self.set_up(id, now);
+            }
+        }
+    }
+
+    /// Starts setting up a steered connection.
+    fn begin(&mut self, client: TcpStream, peer: SocketAddr, now: Instant) {
+        let id = self.next;
+        self.next += 1;
+        match Setup::begin(&self.cx, client, peer, &mut self.links, now) {
+            Ok((setup, advance)) => {
+                // Edge-triggered: every new segment from the client is an event (the sniffer only peeks).
+                if let Err(e) = self.epoll.add(setup.client().as_raw_fd(), id << 1, sys::IN | libc::EPOLLET as u32) {
+                    warn!(error = %e, "relay loop could not watch a connection");
+                    super::worker::refuse(setup.client());
+                    return;
+                }
+                self.setups.insert(id, setup);
+                self.after(id, advance, now);
+            }
+            Err(e) => warn!(error = %e, "relay loop could not take a connection"),
+        }
+    }
+
+    /// Advances set-up `id` on an event or at its deadline.
+    fn set_up(&mut self, id: u64, now: Instant) {
+        let Some(setup) = self.setups.get_mut(&id) else { return };
+        let advance = setup.advance(&self.cx, &mut self.links, now);
+        self.after(id, advance, now);
+    }
+
+    /// Acts on what a set-up step came to: keep waiting (watching a new upstream socket, re-arming the
+    /// deadline), forget it, relay it, or dial it on a thread.
+    fn after(&mut self, id: u64, advance: Advance, now: Instant) {
+        match advance {
+            Advance::Wait => {
+                let Some(setup) = self.setups.get(&id) else { return };
+                if let Some(upstream) = setup.upstream() {
+                    // Watch the socket being dialled: modify re-arms one already in the set (harmless: at worst
+                    // one more event), add covers a new one (the first, or a new socket for the next address).
+                    let (fd, events) = (upstream.as_raw_fd(), sys::IN | sys::OUT | libc::EPOLLET as u32);
+                    if self.epoll.modify(fd, id << 1 | 1, events).is_err()
+                        && self.epoll.add(fd, id << 1 | 1, events).is_err()
+                    {
+                        warn!("relay loop could not watch a dial");
+                    }
+                }
+                self.deadlines.push(Reverse((setup.deadline(), id)));
+            }
+            Advance::Ended => {
+                self.setups.remove(&id);
+            }
+            Advance::Relay(upstream) => {
+                let Some(setup) = self.setups.remove(&id) else { return };
+                let client = setup.into_client();
+                // Both join the set again under the pair's token (the upstream may not be in it yet: a dial that
+                // finished at once).
+                let _ = self.epoll.delete(client.as_raw_fd());
+                let _ = self.epoll.delete(upstream.as_raw_fd());
+                if let Err(e) = self.adopt(client, upstream, now) {
+                    warn!(error = %e, "relay loop could not take a connection");
+                }
+            }
+            Advance::Blocking(dial) => {
+                let Some(setup) = self.setups.remove(&id) else { return };
+                let client = setup.into_client();
+                let _ = self.epoll.delete(client.as_raw_fd());
+                let (cx, back) = (Arc::clone(&self.cx), self.back.clone());
+                let spawned = std::thread::Builder::new().name("dae-dial".into()).spawn(move || {
+                    if let Some(upstream) = dial.run(&cx, &client)
+                        && back.inbox.send(Handoff::Relay(client, upstream)).is_ok()
+                    {
+                        signal(back.wake.as_raw_fd());
+                    }
+                });
+                if let Err(e) = spawned {
+                    warn!(error = %e, "cannot start a thread for a dial");
+                }
+            }
+        }
     }
 
     fn take_new(&mut self, now: Instant) {
         let mut count = 0u64;
         // SAFETY: an 8-byte read from our eventfd (non-blocking) into a local.
-        unsafe { libc::read(self.wake.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
-        while let Ok((client, upstream)) = self.inbox.try_recv() {
-            if let Err(e) = self.adopt(client, upstream, now) {
-                warn!(error = %e, "relay loop could not take a connection");
+        unsafe { libc::read(self.back.wake.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
+        while let Ok(handoff) = self.inbox.try_recv() {
+            match handoff {
+                Handoff::Accepted(client, peer) => self.begin(client, peer, now),
+                Handoff::Relay(client, upstream) => {
+                    if let Err(e) = self.adopt(client, upstream, now) {
+                        warn!(error = %e, "relay loop could not take a connection");
+                    }
+                }
             }
         }
     }

@@ -2,31 +2,22 @@
 //! through the node their flow's group picks (SOCKS5, HTTP CONNECT, or direct from the gateway), with the
 //! original destination (the accepted socket's local address) as the target.
 //!
-//! Each worker thread accepts; a connection is dialled (and sniffed) on a short-lived thread of its own, then
-//! its two sockets are handed to the per-core relay loop its flow hash picks ([`super::pump`]), which moves the
+//! Each worker thread accepts and hands the connection to the per-core relay loop its flow hash picks
+//! ([`super::pump`]), which sniffs, routes and dials it without blocking ([`super::setup`]) and then moves the
 //! bytes with splice(2) until both directions end.
 
 use std::{
     io,
     net::{SocketAddr, TcpListener, TcpStream},
     os::fd::AsRawFd,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, atomic::AtomicU64},
     time::Duration,
 };
 
 use arc_swap::ArcSwap;
 use config::rules::{Compiled, L4, Packet, PacketDirection, Target as RuleTarget, Verdict};
-use datapath_abi::{Direction, FlowKey, FlowTag, flow::flow_hash, route::outbound};
-use relay::{
-    outbound::{Node, Outbounds, Target},
-    sniff::{
-        route::{DialMode, DialTarget, Transport, decide, should_sniff},
-        tcp::{TcpDecision, TcpSniffer},
-    },
-};
+use datapath_abi::{Direction, FlowTag, route::outbound};
+use relay::{outbound::Outbounds, sniff::route::DialMode};
 use socket2::{Domain, Socket, Type};
 use tracing::{debug, warn};
 
@@ -47,9 +38,6 @@ pub struct Sniffing {
     /// `sniffing_timeout`.
     pub timeout: Duration,
 }
-
-/// Bytes of a client's first flight looked at for a name (a ClientHello with large key shares fits).
-const SNIFF_BYTES: usize = 16 * 1024;
 
 /// How long an outbound dial may take (dae: 8 s).
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(8);
@@ -123,8 +111,9 @@ pub struct RelayCounters {
     pub rerouted: AtomicU64,
 }
 
-/// Accepts steered connections forever: each is dialled on a thread of its own and then relayed by `pumps`;
-/// connections to port 53 go to the DNS forwarder when it runs.
+/// Accepts steered connections forever and hands each to the relay loop of its core (by flow hash), which sets
+/// it up ([`super::setup`]) and relays it; connections to port 53 go to the DNS forwarder when it runs (on a
+/// thread per connection: DNS over TCP from LAN clients is rare and short).
 pub fn serve(
     listener: TcpListener,
     relay_cx: Arc<RelayContext>,
@@ -135,19 +124,18 @@ pub fn serve(
     loop {
         match listener.accept() {
             Ok((client, peer)) => {
-                // Each connection thread reads link names through its own (lock-free) reader.
-                let (dns, mut links, relay_cx, pumps) =
-                    (dns.clone(), links.clone(), Arc::clone(&relay_cx), Arc::clone(&pumps));
-                std::thread::spawn(move || {
-                    let to_dns = client.local_addr().is_ok_and(|a| a.port() == DNS_PORT);
-                    let result = match dns {
-                        Some(intercept) if to_dns => serve_tcp(client, peer, &intercept, &mut links),
-                        _ => relay(client, peer, &relay_cx, &pumps, &mut links),
-                    };
-                    if let Err(e) = result {
-                        debug!(%peer, error = %e, "relay ended");
+                let to_dns = client.local_addr().ok().filter(|_| dns.is_some()).is_some_and(|a| a.port() == DNS_PORT);
+                match &dns {
+                    Some(intercept) if to_dns => {
+                        let (intercept, mut links) = (Arc::clone(intercept), links.clone());
+                        std::thread::spawn(move || {
+                            if let Err(e) = serve_tcp(client, peer, &intercept, &mut links) {
+                                debug!(%peer, error = %e, "DNS over TCP ended");
+                            }
+                        });
                     }
-                });
+                    _ => pumps.accept(&relay_cx, client, peer),
+                }
             }
             Err(e) => {
                 warn!(error = %e, "accept");
@@ -157,7 +145,7 @@ pub fn serve(
     }
 }
 
-fn same_choice(a: &Choice<'_>, b: &Choice<'_>) -> bool {
+pub(super) fn same_choice(a: &Choice<'_>, b: &Choice<'_>) -> bool {
     match (a, b) {
         (Choice::Group(a), Choice::Group(b)) => a.name == b.name,
         (Choice::Direct, Choice::Direct) | (Choice::Block, Choice::Block) => true,
@@ -166,7 +154,7 @@ fn same_choice(a: &Choice<'_>, b: &Choice<'_>) -> bool {
 }
 
 /// Refuses a client: an RST rather than a FIN, so it does not wait for data that will never come.
-fn refuse(client: &TcpStream) {
+pub(super) fn refuse(client: &TcpStream) {
     if let Ok(dup) = client.try_clone() {
         let _ = Socket::from(dup).set_linger(Some(Duration::ZERO));
     }
@@ -179,37 +167,8 @@ pub(super) enum Choice<'a> {
     Block,
 }
 
-/// Peeks at the client's first bytes (without consuming them) until the sniffer names the server or gives up.
-fn sniff(client: &TcpStream, port: u16, timeout: Duration) -> Option<String> {
-    let mut sniffer = TcpSniffer::new(port, timeout, std::time::Instant::now());
-    let mut buf = vec![0u8; SNIFF_BYTES];
-    let mut seen = 0;
-    let name = loop {
-        let now = std::time::Instant::now();
-        let remaining = sniffer.deadline().saturating_duration_since(now);
-        let _ = client.set_read_timeout(Some(remaining.max(Duration::from_millis(1))));
-        match client.peek(&mut buf) {
-            Ok(0) => break None,
-            Ok(n) if n == seen && n < buf.len() => {
-                // Nothing new yet: the peek returned what it had; wait a little for the rest of the flight.
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Ok(n) => seen = n,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
-            Err(_) => break None,
-        }
-        match sniffer.poll(&buf[..seen], std::time::Instant::now()) {
-            TcpDecision::NeedMore { .. } if seen < buf.len() => continue,
-            TcpDecision::Name { name, .. } => break Some(name),
-            _ => break None,
-        }
-    };
-    let _ = client.set_read_timeout(None);
-    name
-}
-
 /// The kernel's choice for the flow.
-fn kernel_choice<'a>(cx: &'a RelayContext, tag: Option<&FlowTag>) -> Option<Choice<'a>> {
+pub(super) fn kernel_choice<'a>(cx: &'a RelayContext, tag: Option<&FlowTag>) -> Option<Choice<'a>> {
     cx.group_of(tag?).map(Choice::Group)
 }
 
@@ -254,81 +213,4 @@ pub(super) fn reroute<'a>(
         }),
         Verdict::Dns => None,
     }
-}
-
-fn relay(
-    client: TcpStream,
-    peer: SocketAddr,
-    cx: &RelayContext,
-    pumps: &Pumps,
-    links: &mut LinkReader,
-) -> io::Result<()> {
-    // A transparent accept keeps the client's original destination as the local address.
-    let target = client.local_addr()?;
-    let key = FlowKey::new(peer.ip(), peer.port(), target.ip(), target.port(), libc::IPPROTO_TCP as u8);
-    let tag = cx.flows.lookup(&key, cx.seed);
-    let mut choice = kernel_choice(cx, tag.as_ref()).unwrap_or_else(|| {
-        cx.counters.untagged.fetch_add(1, Ordering::Relaxed);
-        Choice::Direct
-    });
-    let sniffing = cx.sniffing.load();
-    let sniffed = match (&tag, &choice) {
-        (Some(_), Choice::Group(_))
-            if should_sniff(sniffing.dial_mode, Transport::Tcp, target.port(), false, sniffing.timeout) =>
-        {
-            sniff(&client, target.port(), sniffing.timeout)
-        }
-        _ => None,
-    };
-    let mut dial_to = Target::Addr(target);
-    if let (Some(name), Some(tag)) = (sniffed.as_deref(), &tag) {
-        cx.counters.sniffed.fetch_add(1, Ordering::Relaxed);
-        let verified = cx.name_verified(target.ip(), name);
-        let decision = decide(sniffing.dial_mode, Transport::Tcp, target, Some(name), verified);
-        if let Some(name) = decision.reroute
-            && let Some(again) = reroute(cx, &sniffing.rules, tag, peer, target, name, L4::Tcp, links)
-        {
-            if !same_choice(&again, &choice) {
-                cx.counters.rerouted.fetch_add(1, Ordering::Relaxed);
-                debug!(%peer, %target, name, "re-routed by the sniffed name");
-            }
-            choice = again;
-        }
-        if let DialTarget::Domain { name, port } = decision.dial {
-            dial_to = Target::Domain { name, port, addr: target };
-        }
-    }
-    let dialed = match choice {
-        Choice::Group(group) => match group.pick(cx.outbounds.health(), u64::from(flow_hash(&key, cx.seed))) {
-            Ok(node) => {
-                debug!(%peer, %target, group = %group.name, node = cx.outbounds.node_name(node), "relaying");
-                cx.outbounds.dial_target(node, dial_to, DIAL_TIMEOUT)
-            }
-            Err(e) => {
-                cx.counters.no_alive_node.fetch_add(1, Ordering::Relaxed);
-                warn!(%peer, %target, group = %group.name, "{e}: connection refused");
-                refuse(&client);
-                return Ok(());
-            }
-        },
-        // Direct (no tag: evicted, or steered before a reload; or a name routed it direct): the gateway's own
-        // connection to the original address.
-        Choice::Direct => relay::outbound::dial(&Node::Direct, target, cx.daemon_mark, DIAL_TIMEOUT),
-        Choice::Block => {
-            refuse(&client);
-            return Ok(());
-        }
-    };
-    let upstream = match dialed {
-        Ok(upstream) => upstream,
-        Err(e) => {
-            cx.counters.dial_failed.fetch_add(1, Ordering::Relaxed);
-            debug!(%peer, %target, error = %e, "dial failed");
-            refuse(&client);
-            return Err(e);
-        }
-    };
-    cx.counters.relayed.fetch_add(1, Ordering::Relaxed);
-    pumps.relay(u64::from(flow_hash(&key, cx.seed)), client, upstream);
-    Ok(())
 }
