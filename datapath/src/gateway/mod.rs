@@ -99,7 +99,7 @@ impl Gateway {
         let count = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_WORKERS as usize) as u32;
         let stop = Arc::new(AtomicBool::new(false));
         let udp = Arc::new(udp::UdpCounters::default());
-        let pumps = Arc::new(pump::Pumps::start(count as usize, Arc::clone(&relay), links)?);
+        let pumps = Arc::new(pump::Pumps::with_setup(count as usize, Arc::clone(&relay), links)?);
         let mut workers = Vec::new();
         for w in 0..count {
             for ipv6 in [false, true] {

@@ -77,9 +77,19 @@ pub struct Pumps {
 }
 
 impl Pumps {
-    /// Starts `count` loops, loop `i` pinned to CPU `i` (when the machine has it), setting connections up with
-    /// `cx` and reading interface names from `links`.
-    pub fn start(count: usize, cx: Arc<RelayContext>, links: &LinkCache) -> io::Result<Self> {
+    /// Starts `count` loops that relay connections dialled elsewhere ([`Pumps::relay`]; the benchmarks use
+    /// them so), loop `i` pinned to CPU `i` (when the machine has it).
+    pub fn start(count: usize) -> io::Result<Self> {
+        Self::start_with(count, None)
+    }
+
+    /// Starts `count` loops that also set steered connections up ([`Pumps::accept`]) with `cx`, reading
+    /// interface names from `links`.
+    pub fn with_setup(count: usize, cx: Arc<RelayContext>, links: &LinkCache) -> io::Result<Self> {
+        Self::start_with(count, Some((cx, links)))
+    }
+
+    fn start_with(count: usize, setup: Option<(Arc<RelayContext>, &LinkCache)>) -> io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(PumpCounters::default());
         let mut loops = Vec::new();
@@ -94,7 +104,8 @@ impl Pumps {
             // SAFETY: `fd` was just created and is owned here.
             let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
             let back = Back { inbox: tx.clone(), wake: Arc::clone(&wake) };
-            let mut pump = Pump::new(rx, back, Arc::clone(&counters), Arc::clone(&cx), links.reader())?;
+            let env = setup.as_ref().map(|(cx, links)| (Arc::clone(cx), links.reader()));
+            let mut pump = Pump::new(rx, back, Arc::clone(&counters), env)?;
             let stop = Arc::clone(&stop);
             threads.push(std::thread::Builder::new().name(format!("dae-relay-{core}")).spawn(move || {
                 let _ = sys::pin_to_cpu(core);
@@ -105,13 +116,22 @@ impl Pumps {
         Ok(Self { loops, stop, threads, counters })
     }
 
+    /// Relays `client` <-> `upstream`, both connected, on the loop `hash` picks.
+    pub fn relay(&self, hash: u64, client: TcpStream, upstream: TcpStream) {
+        self.send(hash, Handoff::Relay(client, upstream));
+    }
+
     /// Sets up and relays a steered connection on the loop its flow hash picks (a flow's connections always land
     /// on one core).
     pub fn accept(&self, cx: &RelayContext, client: TcpStream, peer: SocketAddr) {
         let Ok(target) = client.local_addr() else { return };
         let key = FlowKey::new(peer.ip(), peer.port(), target.ip(), target.port(), libc::IPPROTO_TCP as u8);
-        let (tx, wake) = &self.loops[flow_hash(&key, cx.seed) as usize % self.loops.len()];
-        if tx.send(Handoff::Accepted(client, peer)).is_ok() {
+        self.send(u64::from(flow_hash(&key, cx.seed)), Handoff::Accepted(client, peer));
+    }
+
+    fn send(&self, hash: u64, handoff: Handoff) {
+        let (tx, wake) = &self.loops[(hash % self.loops.len() as u64) as usize];
+        if tx.send(handoff).is_ok() {
             signal(wake.as_raw_fd());
         }
     }
@@ -284,8 +304,8 @@ struct Pump {
     deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
     next: u64,
     counters: Arc<PumpCounters>,
-    cx: Arc<RelayContext>,
-    links: LinkReader,
+    /// What sets connections up; none in loops that only relay.
+    env: Option<(Arc<RelayContext>, LinkReader)>,
 }
 
 /// The epoll token of the eventfd; pairs and set-ups use `id << 1 | side` (0 the client, 1 the upstream).
@@ -296,8 +316,7 @@ impl Pump {
         inbox: Receiver<Handoff>,
         back: Back,
         counters: Arc<PumpCounters>,
-        cx: Arc<RelayContext>,
-        links: LinkReader,
+        env: Option<(Arc<RelayContext>, LinkReader)>,
     ) -> io::Result<Self> {
         let epoll = Epoll::new()?;
         epoll.add(back.wake.as_raw_fd(), WAKE, sys::IN)?;
@@ -310,8 +329,7 @@ impl Pump {
             deadlines: BinaryHeap::new(),
             next: 0,
             counters,
-            cx,
-            links,
+            env,
         })
     }
 
@@ -367,9 +385,13 @@ impl Pump {
 
     /// Starts setting up a steered connection.
     fn begin(&mut self, client: TcpStream, peer: SocketAddr, now: Instant) {
+        let Some((cx, links)) = &mut self.env else {
+            warn!(%peer, "a relay-only loop was handed a connection to set up");
+            return;
+        };
         let id = self.next;
         self.next += 1;
-        match Setup::begin(&self.cx, client, peer, &mut self.links, now) {
+        match Setup::begin(cx, client, peer, links, now) {
             Ok((setup, advance)) => {
                 // Edge-triggered: every new segment from the client is an event (the sniffer only peeks).
                 if let Err(e) = self.epoll.add(setup.client().as_raw_fd(), id << 1, sys::IN | libc::EPOLLET as u32) {
@@ -386,8 +408,8 @@ impl Pump {
 
     /// Advances set-up `id` on an event or at its deadline.
     fn set_up(&mut self, id: u64, now: Instant) {
-        let Some(setup) = self.setups.get_mut(&id) else { return };
-        let advance = setup.advance(&self.cx, &mut self.links, now);
+        let (Some(setup), Some((cx, links))) = (self.setups.get_mut(&id), &mut self.env) else { return };
+        let advance = setup.advance(cx, links, now);
         self.after(id, advance, now);
     }
 
@@ -427,7 +449,8 @@ impl Pump {
                 let Some(setup) = self.setups.remove(&id) else { return };
                 let client = setup.into_client();
                 let _ = self.epoll.delete(client.as_raw_fd());
-                let (cx, back) = (Arc::clone(&self.cx), self.back.clone());
+                let Some((cx, _)) = &self.env else { return };
+                let (cx, back) = (Arc::clone(cx), self.back.clone());
                 let spawned = std::thread::Builder::new().name("dae-dial".into()).spawn(move || {
                     if let Some(upstream) = dial.run(&cx, &client)
                         && back.inbox.send(Handoff::Relay(client, upstream)).is_ok()
