@@ -1,6 +1,6 @@
-//! `cargo run --release -p perf -- [--json] [--only kernel|ifname|routing|rules|sniff|gateway|udp]`:
+//! `cargo run --release -p perf -- [--json] [--only kernel|ifname|routing|rules|sniff|gateway|udp|runtime]`:
 //! dae-rs benchmarks. `gateway` needs root and `target/release/dae` (`cargo build --release -p datapath --bin dae`);
-//! `udp` needs root (`SO_RCVBUFFORCE`).
+//! `udp` and `runtime` need root (`SO_RCVBUFFORCE`); `runtime` needs two cores.
 //!
 //! Every figure is printed with the baseline measured in the same run and their ratio (STYLE.md, "Benchmarks").
 //! Kernel benchmarks (BPF_PROG_TEST_RUN) need root and say so when not.
@@ -11,6 +11,7 @@ mod kernel;
 mod report;
 mod routing;
 mod rules;
+mod runtime;
 mod sniff;
 mod udp_recv;
 
@@ -23,7 +24,7 @@ struct Args {
     #[arg(long)]
     json: bool,
     /// Run only one group.
-    #[arg(long, value_parser = ["kernel", "ifname", "routing", "rules", "sniff", "gateway", "udp"])]
+    #[arg(long, value_parser = ["kernel", "ifname", "routing", "rules", "sniff", "gateway", "udp", "runtime"])]
     only: Option<String>,
 }
 
@@ -67,6 +68,12 @@ fn main() -> anyhow::Result<()> {
     // UDP receive paths on one pinned core: only when asked (millions of datagrams queued, tens of seconds).
     if args.only.as_deref() == Some("udp") {
         for figure in udp_recv::bench()? {
+            figure.print(args.json);
+        }
+    }
+    // compio against the hand-written loops (UDP drains, TCP relays): only when asked (about a minute, both cores).
+    if args.only.as_deref() == Some("runtime") {
+        for figure in runtime::bench()? {
             figure.print(args.json);
         }
     }

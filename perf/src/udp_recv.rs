@@ -29,15 +29,15 @@ use crate::report::{Figure, median};
 const ROUNDS: usize = 7;
 /// (payload bytes, datagrams queued per drain). 200k x 64 B is ~0.2 GB of socket memory (skb truesize), 100k x
 /// 1200 B ~0.25 GB: both fit in [`RCVBUF_BYTES`] (which the kernel doubles); drops fail the run.
-const CASES: [(usize, usize); 2] = [(64, 200_000), (1200, 100_000)];
+pub(crate) const CASES: [(usize, usize); 2] = [(64, 200_000), (1200, 100_000)];
 /// Forced receive buffer, so the whole pre-queued drain fits without drops.
 const RCVBUF_BYTES: libc::c_int = 256 << 20;
 /// Receive buffer per datagram: room for the largest payload in [`CASES`].
-const PAYLOAD_MAX: usize = 2048;
+pub(crate) const PAYLOAD_MAX: usize = 2048;
 /// `sockaddr_in`, the name every receiver asks for.
 const NAME_LEN: usize = mem::size_of::<libc::sockaddr_in>();
 /// `CMSG_SPACE(in_pktinfo) + CMSG_SPACE(sockaddr_in)`: pktinfo and original destination.
-const CONTROL_LEN: usize = cmsg_space(mem::size_of::<libc::in_pktinfo>()) + cmsg_space(NAME_LEN);
+pub(crate) const CONTROL_LEN: usize = cmsg_space(mem::size_of::<libc::in_pktinfo>()) + cmsg_space(NAME_LEN);
 /// Linux `cmsghdr`: `cmsg_len: usize` at 0, `cmsg_level: i32` at 8, `cmsg_type: i32` at 12, data at 16.
 const CMSG_HDR: usize = mem::size_of::<libc::cmsghdr>();
 const _: () = assert!(CMSG_HDR == 16 && mem::size_of::<usize>() == 8);
@@ -52,7 +52,7 @@ const URING_BUF_LEN: usize = 16 + NAME_LEN + CONTROL_LEN + PAYLOAD_MAX;
 const BUF_GROUP: u16 = 0;
 /// A drain that makes no progress for this long has lost datagrams: fail instead of hanging.
 const STALL: Duration = Duration::from_secs(1);
-const LOOPBACK: [u8; 4] = [127, 0, 0, 1];
+pub(crate) const LOOPBACK: [u8; 4] = [127, 0, 0, 1];
 
 const fn cmsg_space(len: usize) -> usize {
     CMSG_HDR + len.next_multiple_of(mem::size_of::<usize>())
@@ -116,7 +116,7 @@ fn bench_size(size: usize, count: usize) -> anyhow::Result<Vec<Figure>> {
     ])
 }
 
-fn pin_to_current_core() -> anyhow::Result<()> {
+pub(crate) fn pin_to_current_core() -> anyhow::Result<()> {
     // SAFETY: no arguments; returns the calling thread's CPU or -1.
     let cpu = unsafe { libc::sched_getcpu() };
     ensure!(cpu >= 0, "sched_getcpu: {}", io::Error::last_os_error());
@@ -139,7 +139,7 @@ fn set_int_opt(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_
 }
 
 /// A receiver socket holding `count` datagrams of `size` bytes from a 127.0.0.1 sender, none dropped.
-fn queued_socket(size: usize, count: usize) -> anyhow::Result<UdpSocket> {
+pub(crate) fn queued_socket(size: usize, count: usize) -> anyhow::Result<UdpSocket> {
     let rx = UdpSocket::bind("127.0.0.1:0")?;
     let fd = rx.as_raw_fd();
     set_int_opt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RCVBUF_BYTES).context("SO_RCVBUFFORCE (needs root)")?;
@@ -162,7 +162,7 @@ fn queued_socket(size: usize, count: usize) -> anyhow::Result<UdpSocket> {
 }
 
 /// The destination address in an `IP_PKTINFO` control message of `control`, if there is one.
-fn pktinfo_addr(mut control: &[u8]) -> Option<[u8; 4]> {
+pub(crate) fn pktinfo_addr(mut control: &[u8]) -> Option<[u8; 4]> {
     while control.len() >= CMSG_HDR {
         let len = usize::from_ne_bytes(control[..8].try_into().ok()?);
         let level = i32::from_ne_bytes(control[8..12].try_into().ok()?);
@@ -179,7 +179,7 @@ fn pktinfo_addr(mut control: &[u8]) -> Option<[u8; 4]> {
 }
 
 /// Whether one received datagram is what was queued: full payload, a 127.0.0.1 `sockaddr_in` name, pktinfo.
-fn datagram_ok(name: &[u8], control: &[u8], payload_len: usize, size: usize) -> bool {
+pub(crate) fn datagram_ok(name: &[u8], control: &[u8], payload_len: usize, size: usize) -> bool {
     let family = name.get(..2).map(|f| u16::from_ne_bytes([f[0], f[1]]));
     payload_len == size
         && family == Some(libc::AF_INET as u16)
@@ -236,7 +236,7 @@ fn drain_recvmsg(fd: RawFd, count: usize, size: usize) -> anyhow::Result<usize> 
 }
 
 /// `recvmmsg` in batches of `batch`; returns how many datagrams failed [`datagram_ok`].
-fn drain_recvmmsg(fd: RawFd, count: usize, size: usize, batch: usize) -> anyhow::Result<usize> {
+pub(crate) fn drain_recvmmsg(fd: RawFd, count: usize, size: usize, batch: usize) -> anyhow::Result<usize> {
     let mut payloads = vec![0u8; PAYLOAD_MAX * batch];
     let mut slots: Vec<Slot> = (0..batch).map(|_| Slot::EMPTY).collect();
     let mut iovs: Vec<libc::iovec> = payloads
@@ -338,13 +338,13 @@ fn as_bytes(words: &[u64]) -> &[u8] {
 }
 
 /// An io_uring with a registered [`BufRing`]; fields drop in order, the ring before its buffers.
-struct UringReceiver {
+pub(crate) struct UringReceiver {
     ring: IoUring,
     bufs: BufRing,
 }
 
 impl UringReceiver {
-    fn new() -> anyhow::Result<Self> {
+    pub(crate) fn new() -> anyhow::Result<Self> {
         let ring = IoUring::builder()
             .setup_single_issuer()
             .setup_defer_taskrun()
@@ -360,7 +360,7 @@ impl UringReceiver {
     }
 
     /// Multishot `RecvMsg` until `count` datagrams came, re-armed whenever a completion lacks `F_MORE`.
-    fn drain(&mut self, fd: RawFd, count: usize, size: usize) -> anyhow::Result<usize> {
+    pub(crate) fn drain(&mut self, fd: RawFd, count: usize, size: usize) -> anyhow::Result<usize> {
         // Multishot RecvMsg takes only the name and control lengths from this header; the kernel writes the
         // name, control and payload into each provided buffer behind an `io_uring_recvmsg_out`.
         let mut slot = Slot::EMPTY;
