@@ -60,6 +60,8 @@ pub struct RunOptions {
     pub xdp: XdpAttach,
     /// Flow table capacity.
     pub flow_table_entries: u32,
+    /// How the UDP workers read their steering sockets.
+    pub udp_recv: gateway::udp::UdpRecv,
 }
 
 struct Control {
@@ -111,6 +113,7 @@ pub async fn run(validated: Validated, opts: RunOptions) -> anyhow::Result<()> {
         counters: Default::default(),
         sniffing: arc_swap::ArcSwap::from_pointee(sniffing_of(&validated)),
         router: Arc::clone(&router),
+        udp_recv: opts.udp_recv,
     });
     let replies = Arc::new(gateway::dns::Replies::default());
     let intercept = start_dns(&validated, &router, &maps, loaded.flow_hash_seed, daemon_mark, &replies)?;

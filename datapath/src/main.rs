@@ -9,6 +9,7 @@ use datapath::{
     clock::monotonic_coarse_ns,
     daemon::{self, RunOptions},
     flows::{FlowRow, render_table},
+    gateway::udp::UdpRecv,
     links::LinkCache,
     maps::Maps,
     netlink,
@@ -44,6 +45,10 @@ enum Command {
         /// Flow table capacity in entries.
         #[arg(long, default_value_t = FLOW_TABLE_DEFAULT_ENTRIES)]
         flow_table_size: u32,
+        /// How the UDP workers read their steering sockets: `auto` (io_uring multishot RecvMsg where the kernel
+        /// has it, recvmmsg otherwise) or `recvmmsg`.
+        #[arg(long, value_enum, default_value = "auto", env = "DAE_UDP_RECV")]
+        udp_recv: UdpRecv,
     },
     /// Check a configuration: print OK (and warnings) or every error, exit 0 or 1.
     Validate {
@@ -112,7 +117,7 @@ fn main() -> ExitCode {
 fn dispatch(command: Command) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match command {
-        Command::Run { config, instance, tc_attach, xdp_mode, flow_table_size } => {
+        Command::Run { config, instance, tc_attach, xdp_mode, flow_table_size, udp_recv } => {
             daemon::require_privileges()?;
             let validated = match &config {
                 Some(path) => config::validate(path),
@@ -134,6 +139,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 tc: tc_attach,
                 xdp: xdp_mode,
                 flow_table_entries: flow_table_size,
+                udp_recv,
             };
             rt.block_on(daemon::run(validated, opts))
         }

@@ -201,9 +201,33 @@ fn after_the_daemon_is_killed_proxied_flows_pass_untouched_once_the_gate_closes(
     assert!(writer.join().unwrap().unwrap(), "the transfer through the dead relay ended instead of hanging");
 }
 
+/// The log line of the steering socket's receiver on a kernel with io_uring multishot `RecvMsg` (6.1 or later,
+/// io_uring enabled).
+const URING_RECEIVER: &str = "UDP steering receive: io_uring multishot RecvMsg";
+/// The log line when `--udp-recv recvmmsg` forces the fallback.
+const RECVMMSG_RECEIVER: &str = "UDP steering receive: recvmmsg (as asked)";
+
 #[test]
 fn proxied_udp_is_relayed_in_sessions_directly_and_through_a_socks5_udp_association() {
-    let test = "proxied_udp_is_relayed_in_sessions_directly_and_through_a_socks5_udp_association";
+    udp_relay_case(
+        "proxied_udp_is_relayed_in_sessions_directly_and_through_a_socks5_udp_association",
+        &[],
+        URING_RECEIVER,
+    );
+}
+
+#[test]
+fn proxied_udp_is_relayed_with_the_recvmmsg_receiver_when_io_uring_is_not_used() {
+    udp_relay_case(
+        "proxied_udp_is_relayed_with_the_recvmmsg_receiver_when_io_uring_is_not_used",
+        &["--udp-recv", "recvmmsg"],
+        RECVMMSG_RECEIVER,
+    );
+}
+
+/// Relays UDP directly and through danted, for both families, with `dae run <args>`, whose log must name
+/// `receiver`.
+fn udp_relay_case(test: &str, args: &[&str], receiver: &str) {
     if bench_lab::dns::skip(test, &["danted"]) {
         return;
     }
@@ -224,7 +248,8 @@ fn proxied_udp_is_relayed_in_sessions_directly_and_through_a_socks5_udp_associat
          routing {{\n  dport(5521) -> from_gateway\n  dport(5522) -> via_socks\n  fallback: direct\n}}\n",
         lan.gateway_if, topo.wan_if
     );
-    let daemon = Daemon::start(&dae(), &topo.gateway, &config, &[]).unwrap();
+    let daemon = Daemon::start(&dae(), &topo.gateway, &config, args).unwrap();
+    assert!(daemon.wait_for_log(receiver, Duration::from_secs(2)), "no {receiver:?} in the log:\n{}", daemon.log());
     let context = |daemon: &Daemon| format!("stats {:?}; log:\n{}", daemon.stats(), daemon.log());
     for (server, gateway, client) in [
         (server_v4, IpAddr::from(topo.gateway_wan_v4), IpAddr::from(lan.client_v4)),

@@ -12,6 +12,10 @@
 //!   start.
 //!
 //! Rounds alternate the paths so a noisy neighbour hits them alike; each figure is the median of the rounds.
+//!
+//! The daemon inherits the environment: `DAE_UDP_RECV=recvmmsg` runs its UDP workers on the `recvmmsg` receiver
+//! instead of io_uring (`dae run --udp-recv`). The receiver the daemon logged, the times its buffer rings ran
+//! dry and the datagrams it dropped go to stderr.
 
 use std::{
     net::IpAddr,
@@ -32,6 +36,8 @@ const ROUNDS: usize = 3;
 const SECONDS: u32 = 4;
 const DIRECT_PORT: u16 = 5300;
 const RELAY_PORT: u16 = 5301;
+/// What the daemon's log line naming its UDP steering receiver starts with.
+const RECEIVER_LOG: &str = "UDP steering receive:";
 const SOCKS_PORT: u16 = 5302;
 
 /// Busy and total jiffies of the whole machine (`/proc/stat`'s `cpu` line).
@@ -97,6 +103,12 @@ fn bench_with(dae: &Path) -> anyhow::Result<Vec<Figure>> {
         wan_if = topo.wan_if,
     );
     let mut daemon = Daemon::start(dae, &topo.gateway, &config, &[])?;
+    anyhow::ensure!(
+        daemon.wait_for_log(RECEIVER_LOG, std::time::Duration::from_secs(2)),
+        "the daemon logged no UDP receiver"
+    );
+    let receiver = daemon.log().lines().find(|l| l.contains(RECEIVER_LOG)).unwrap_or_default().to_owned();
+    eprintln!("gateway: {}", receiver.split_once(RECEIVER_LOG).map_or(receiver.as_str(), |(_, r)| r).trim());
     let pid = daemon.pid();
     let idle_rss = rss_kib(pid)?;
     let (mut direct, mut relay, mut socks) = (Vec::new(), Vec::new(), Vec::new());
@@ -108,7 +120,9 @@ fn bench_with(dae: &Path) -> anyhow::Result<Vec<Figure>> {
         udp_direct.push(run(&lan.client, server, DIRECT_PORT, UDP_ARGS)?);
         udp_relay.push(run(&lan.client, server, RELAY_PORT, UDP_ARGS)?);
     }
-    let steered = daemon.stats()?["steered"].as_u64().unwrap_or(0);
+    let stats = daemon.stats()?;
+    eprintln!("gateway: udp_recv_ring_empty {} udp_dropped {}", stats["udp_recv_ring_empty"], stats["udp_dropped"]);
+    let steered = stats["steered"].as_u64().unwrap_or(0);
     anyhow::ensure!(steered >= 2 * ROUNDS as u64, "relayed runs were not steered ({steered})");
     let loaded_rss = rss_kib(pid)?;
     daemon.stop()?;

@@ -11,6 +11,7 @@ pub mod policy;
 pub mod pump;
 mod setup;
 pub mod udp;
+pub mod uring;
 pub mod worker;
 
 use std::{
@@ -178,6 +179,7 @@ impl Gateway {
             ("udp_replied", udp.replied.load(Relaxed)),
             ("udp_dropped", udp.dropped.load(Relaxed)),
             ("udp_gso_sends", udp.gso_sends.load(Relaxed)),
+            ("udp_recv_ring_empty", udp.recv_ring_empty.load(Relaxed)),
             ("udp_quic_sniffed", udp.quic_sniffed.load(Relaxed)),
             ("udp_quic_rerouted", udp.quic_rerouted.load(Relaxed)),
         ];

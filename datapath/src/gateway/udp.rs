@@ -1,6 +1,9 @@
 //! UDP on the workers: one transparent socket per worker and family in the steering sockmap's UDP slots,
-//! drained in batches (`recvmmsg`, up to 32 datagrams per call) with each datagram's original destination
-//! (IP_RECVORIGDSTADDR) and ingress interface (IP_PKTINFO).
+//! drained in batches with each datagram's original destination (IP_RECVORIGDSTADDR) and ingress interface
+//! (IP_PKTINFO): by a multishot `RecvMsg` on io_uring over a provided buffer ring ([`super::uring`]; about 32
+//! datagrams per wake-up, its buffers handed back once the batch is relayed) where the kernel has it (6.1+,
+//! io_uring enabled), by `recvmmsg` (up to 32 datagrams per call) otherwise or when `dae run --udp-recv
+//! recvmmsg` (`DAE_UDP_RECV=recvmmsg`) asks. The first worker logs which one runs, once, at info.
 //!
 //! - DNS (port 53, decided `outbound::DNS` by the kernel) goes to the forwarder ([`super::dns`]).
 //! - Proxied datagrams are relayed in full-cone sessions keyed by the client's address and the node its group
@@ -37,10 +40,11 @@ use relay::{
     },
 };
 use socket2::{Domain, Socket, Type};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::{
     dns::{DNS_PORT, Intercept, Replies},
+    uring::{self, UringReceiver},
     worker::{Choice, DIAL_TIMEOUT, RelayContext, reroute},
 };
 use crate::links::LinkReader;
@@ -108,6 +112,9 @@ pub struct UdpCounters {
     pub dropped: AtomicU64,
     /// GSO sends (each carried several datagrams of one session in one system call).
     pub gso_sends: AtomicU64,
+    /// Times an io_uring receiver's buffer ring ran dry (its multishot request ended and was re-armed; datagrams
+    /// waited in the socket meanwhile, none was lost).
+    pub recv_ring_empty: AtomicU64,
     /// QUIC flows whose Initial named the server.
     pub quic_sniffed: AtomicU64,
     /// QUIC flows the sniffed name routed elsewhere than the kernel did.
@@ -203,8 +210,88 @@ pub fn steering_socket(ipv6: bool) -> io::Result<UdpSocket> {
     Ok(socket.into())
 }
 
+/// How a worker reads its steering socket (`dae run --udp-recv`, or `DAE_UDP_RECV`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum UdpRecv {
+    /// A multishot `RecvMsg` on io_uring with a provided buffer ring ([`uring`]) where the kernel has it,
+    /// `recvmmsg` otherwise.
+    #[default]
+    Auto,
+    /// `recvmmsg` in batches of [`sys::BATCH`], whatever the kernel has.
+    Recvmmsg,
+}
+
+/// The steering socket's receiver: batches of datagrams with their source, original destination and pktinfo.
+enum Steering {
+    Uring(Box<UringReceiver>),
+    Recvmmsg(sys::RecvBatch),
+}
+
+/// The receiver is logged once per process, at info.
+static RECEIVER_LOGGED: std::sync::Once = std::sync::Once::new();
+
+impl Steering {
+    /// The receiver `mode` asks for, its readiness watched by `epoll` under [`STEER_TOKEN`]. Built on the
+    /// worker's thread (an io_uring with `SINGLE_ISSUER` belongs to the thread that made it).
+    fn open(mode: UdpRecv, fd: std::os::fd::RawFd, epoll: &sys::Epoll) -> io::Result<Self> {
+        if mode == UdpRecv::Auto {
+            match UringReceiver::new(fd) {
+                Ok(receiver) => {
+                    epoll.add(receiver.wake_fd(), STEER_TOKEN, sys::IN)?;
+                    RECEIVER_LOGGED.call_once(|| {
+                        info!(buffers = uring::RING_BUFS, "UDP steering receive: io_uring multishot RecvMsg");
+                    });
+                    return Ok(Self::Uring(Box::new(receiver)));
+                }
+                Err(e) => RECEIVER_LOGGED.call_once(|| {
+                    info!(error = %e, batch = sys::BATCH, "UDP steering receive: recvmmsg (no io_uring multishot RecvMsg)");
+                }),
+            }
+        }
+        RECEIVER_LOGGED.call_once(|| info!(batch = sys::BATCH, "UDP steering receive: recvmmsg (as asked)"));
+        epoll.add(fd, STEER_TOKEN, sys::IN)?;
+        Ok(Self::Recvmmsg(sys::RecvBatch::with_datagram_size(MAX_DATAGRAM)))
+    }
+
+    /// The next batch, without blocking; `Ok(0)` when none is queued. The io_uring receiver falls back to
+    /// `recvmmsg` for good if the kernel refuses its multishot request.
+    fn recv(&mut self, fd: std::os::fd::RawFd, epoll: &sys::Epoll, counters: &UdpCounters) -> io::Result<usize> {
+        match self {
+            Self::Recvmmsg(batch) => batch.recv(fd),
+            Self::Uring(receiver) => {
+                let got = receiver.recv();
+                counters.recv_ring_empty.fetch_add(receiver.take_ring_empty(), Ordering::Relaxed);
+                match got {
+                    Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                        info!(error = %e, "UDP steering receive: the kernel refused multishot RecvMsg; recvmmsg from now on");
+                        epoll.delete(receiver.wake_fd())?;
+                        epoll.add(fd, STEER_TOKEN, sys::IN)?;
+                        *self = Self::Recvmmsg(sys::RecvBatch::with_datagram_size(MAX_DATAGRAM));
+                        self.recv(fd, epoll, counters)
+                    }
+                    got => got,
+                }
+            }
+        }
+    }
+
+    fn received(&self) -> &[sys::Received] {
+        match self {
+            Self::Uring(receiver) => &receiver.received,
+            Self::Recvmmsg(batch) => &batch.received,
+        }
+    }
+
+    fn payload(&self, i: usize) -> &[u8] {
+        match self {
+            Self::Uring(receiver) => receiver.payload(i),
+            Self::Recvmmsg(batch) => batch.payload(i),
+        }
+    }
+}
+
 /// Drains `socket` until `stop`: DNS to the forwarder (when it runs), the rest relayed; the sessions' replies
-/// are read on the same thread (one epoll set: the steering socket and every session socket).
+/// are read on the same thread (one epoll set: the steering socket's receiver and every session socket).
 pub fn serve(
     socket: UdpSocket,
     mut relay: UdpRelay,
@@ -213,11 +300,13 @@ pub fn serve(
     stop: Arc<AtomicBool>,
 ) {
     let fd = socket.as_raw_fd();
-    if let Err(e) = relay.epoll.add(fd, STEER_TOKEN, sys::IN) {
-        warn!(error = %e, "UDP worker cannot watch its steering socket");
-        return;
-    }
-    let mut batch = sys::RecvBatch::with_datagram_size(MAX_DATAGRAM);
+    let mut batch = match Steering::open(relay.cx.udp_recv, fd, &relay.epoll) {
+        Ok(batch) => batch,
+        Err(e) => {
+            warn!(error = %e, "UDP worker cannot watch its steering socket");
+            return;
+        }
+    };
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
     let mut last_sweep = Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -238,12 +327,12 @@ pub fn serve(
 /// One batch from the steering socket: DNS to the forwarder (when it runs), the rest relayed.
 fn receive_steered(
     fd: std::os::fd::RawFd,
-    batch: &mut sys::RecvBatch,
+    batch: &mut Steering,
     relay: &mut UdpRelay,
     dns: Option<&Intercept>,
     links: &mut LinkReader,
 ) {
-    let received = match batch.recv(fd) {
+    let received = match batch.recv(fd, &relay.epoll, &relay.counters) {
         Ok(n) => n,
         Err(e) => {
             if e.kind() != io::ErrorKind::WouldBlock {
@@ -254,7 +343,7 @@ fn receive_steered(
     };
     let mut relayed = Vec::with_capacity(received);
     for i in 0..received {
-        let got = batch.received[i];
+        let got = batch.received()[i];
         let (Some(client), Some(ip)) = (got.from, got.info.dst) else { continue };
         if got.len == 0 || got.info.dst_port == 0 {
             relay.counters.dropped.fetch_add(1, Ordering::Relaxed);

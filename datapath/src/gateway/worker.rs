@@ -77,6 +77,8 @@ pub struct RelayContext {
     pub sniffing: ArcSwap<Sniffing>,
     /// The kernel routing state: which names DNS answers gave an address (`dial_mode: domain` verification).
     pub router: Arc<std::sync::Mutex<Router>>,
+    /// How the UDP workers read their steering sockets.
+    pub udp_recv: super::udp::UdpRecv,
 }
 
 impl RelayContext {

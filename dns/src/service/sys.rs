@@ -271,6 +271,38 @@ fn parse_pktinfo(header: &libc::msghdr) -> PktInfo {
     info
 }
 
+/// Control buffer bytes one datagram's messages need: IPV6_PKTINFO (40) and IPV6_ORIGDSTADDR (48), or their IPv4
+/// forms, with room to spare.
+pub const CONTROL_LEN: usize = CONTROL_BUF;
+
+/// Destination and interface from a control buffer the kernel wrote (the `msg_control` bytes of one datagram,
+/// e.g. a multishot `RecvMsg` completion's control area). The bytes may sit at any alignment: they are copied
+/// into an aligned buffer first; messages past [`CONTROL_LEN`] bytes are ignored.
+pub fn pktinfo_from_control(control: &[u8]) -> PktInfo {
+    let mut aligned = [0u64; CONTROL_BUF / 8];
+    let len = control.len().min(CONTROL_BUF);
+    // SAFETY: `aligned` is CONTROL_BUF bytes, `len` is at most that and at most `control.len()`; the regions are
+    // distinct.
+    unsafe { std::ptr::copy_nonoverlapping(control.as_ptr(), aligned.as_mut_ptr().cast::<u8>(), len) };
+    // SAFETY: all-zero is a valid msghdr.
+    let mut header: libc::msghdr = unsafe { zeroed() };
+    header.msg_control = aligned.as_mut_ptr().cast();
+    header.msg_controllen = len;
+    parse_pktinfo(&header)
+}
+
+/// The address in a socket name the kernel wrote (`sockaddr_in` or `sockaddr_in6` bytes, any alignment).
+pub fn sockaddr_from_bytes(name: &[u8]) -> Option<SocketAddr> {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut storage: libc::sockaddr_storage = unsafe { zeroed() };
+    let len = name.len().min(size_of::<libc::sockaddr_storage>());
+    // SAFETY: at most size_of::<sockaddr_storage>() bytes are copied into it from a slice at least that long.
+    unsafe {
+        std::ptr::copy_nonoverlapping(name.as_ptr(), (&mut storage as *mut libc::sockaddr_storage).cast::<u8>(), len)
+    };
+    sockaddr_to_std(&storage, len as libc::socklen_t)
+}
+
 fn sockaddr_to_std(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
     match i32::from(storage.ss_family) {
         libc::AF_INET if len as usize >= size_of::<libc::sockaddr_in>() => {
