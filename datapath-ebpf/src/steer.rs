@@ -77,12 +77,17 @@ pub fn dns_enabled() -> bool {
 const TC_ACT_UNSPEC: i32 = -1;
 
 /// WAN egress, a gateway-originated proxied packet: marks it for the local steering device (the worker slot,
-/// whether to assign) and redirects it to that device's ingress. `None` when nothing steers (no workers, no
-/// device): the packet passes untouched (fail-open).
+/// whether to assign) and redirects it to that device's ingress. The device is Ethernet: a packet of an L3 WAN
+/// (`l2` false: PPP, WireGuard, tun) first gets an Ethernet header pushed in front (addresses zero — the device's
+/// ingress program makes the frame PACKET_HOST — and the EtherType of its IP version). `None` when nothing
+/// steers (no workers, no device) or the header cannot be pushed: the packet passes untouched (fail-open).
 #[inline(always)]
-pub fn redirect_local(skb: *mut __sk_buff, hash: u32, ipv6: bool, udp: bool, first: bool) -> Option<i32> {
+pub fn redirect_local(skb: *mut __sk_buff, hash: u32, ipv6: bool, udp: bool, first: bool, l2: bool) -> Option<i32> {
     let cfg = STEER_CONFIG.get(0)?;
     if cfg.workers == 0 || cfg.local_ifindex == 0 {
+        return None;
+    }
+    if !l2 && !push_ethernet(skb, ipv6) {
         return None;
     }
     let slot = steer_slot(hash % cfg.workers, ipv6, udp) & LOCAL_STEER_SLOT;
@@ -92,6 +97,31 @@ pub fn redirect_local(skb: *mut __sk_buff, hash: u32, ipv6: bool, udp: bool, fir
     // SAFETY: a plain helper call; BPF_F_INGRESS (1) delivers to the device's receive path.
     let rc = unsafe { aya_ebpf::helpers::bpf_redirect(cfg.local_ifindex, 1) };
     Some(rc as i32)
+}
+
+/// Ethernet header length.
+const ETH_HLEN: u32 = 14;
+/// EtherTypes, in network byte order once stored big-endian.
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+
+/// Pushes a zero-address Ethernet header with the EtherType of the packet's IP version in front of an L3 packet.
+/// `false` (and the packet unchanged) when the kernel cannot grow its head.
+#[inline(always)]
+fn push_ethernet(skb: *mut __sk_buff, ipv6: bool) -> bool {
+    // SAFETY: a plain helper call on our packet; it invalidates packet pointers, and none are used after it.
+    if unsafe { aya_ebpf::helpers::bpf_skb_change_head(skb, ETH_HLEN, 0) } != 0 {
+        return false;
+    }
+    let mut header = [0u8; ETH_HLEN as usize];
+    let ethertype = if ipv6 { ETH_P_IPV6 } else { ETH_P_IP }.to_be_bytes();
+    header[12] = ethertype[0];
+    header[13] = ethertype[1];
+    // SAFETY: writes the 14 bytes just made room for, from a stack buffer of that size.
+    let rc = unsafe {
+        aya_ebpf::helpers::bpf_skb_store_bytes(skb, 0, header.as_ptr().cast(), ETH_HLEN, 0)
+    };
+    rc == 0
 }
 
 /// Ingress of the local steering device: assigns a redirected first packet to the worker socket its mark names,

@@ -124,12 +124,12 @@ fn apply(
         return TC_ACT_SHOT;
     }
     let proxied = (outbound::GROUP_BASE..=outbound::GROUP_MAX).contains(&decision.outbound);
-    // Gateway-originated proxied flows and DNS go to the workers through the local steering device. The device
-    // is Ethernet: packets of an L3 WAN leave direct.
+    // Gateway-originated proxied flows and DNS go to the workers through the local steering device (packets of
+    // an L3 WAN get an Ethernet header for it).
     let dns = decision.outbound == outbound::DNS && steer::dns_enabled();
-    if (proxied || dns) && direction == Direction::WanOut && l2 {
+    if (proxied || dns) && direction == Direction::WanOut {
         let began_with_syn = udp || decision.flags & FLOW_F_TCP_SYN != 0;
-        if began_with_syn && let Some(verdict) = steer::redirect_local(skb, decision.hash, ipv6, udp, first) {
+        if began_with_syn && let Some(verdict) = steer::redirect_local(skb, decision.hash, ipv6, udp, first, l2) {
             return verdict;
         }
         return TC_ACT_UNSPEC;

@@ -761,3 +761,39 @@ fn connections_waiting_on_a_slow_proxy_cost_no_thread() {
         assert_eq!(end, Err(std::io::ErrorKind::ConnectionReset), "a failed dial resets its client");
     }
 }
+
+/// A gateway-originated flow that leaves by an L3 WAN (a tun device: no Ethernet header, like PPPoE or
+/// WireGuard) is steered too: WAN egress pushes an Ethernet header for the local steering device. The target
+/// is routed into a tun nobody reads, so the connection succeeds only if the gateway relays it through the
+/// proxy (reached over the Ethernet WAN), which reaches the target inside the server namespace.
+#[test]
+fn gateway_originated_flows_leaving_by_an_l3_wan_are_proxied() {
+    let test = "gateway_originated_flows_leaving_by_an_l3_wan_are_proxied";
+    if bench_lab::dns::skip(test, &["microsocks"]) {
+        return;
+    }
+    let topo = Topology::client_gateway_server().unwrap();
+    let server_v4 = IpAddr::from(topo.server_v4);
+    let target = IpAddr::from([10, 77, 61, 2]);
+    topo.server.ip(&["addr", "add", "10.77.61.2/32", "dev", "lo"]).unwrap();
+    who_am_i_server(&topo.server, SocketAddr::new(target, 5551));
+    let _socks = proxies::microsocks(&topo.server, server_v4, 1080).unwrap();
+    let tun_name = format!("daers{}t", topo.id);
+    let _tun = bench_lab::tun::Tun::create(&topo.gateway, &tun_name).unwrap();
+    topo.gateway.ip(&["addr", "add", "10.77.61.1/24", "dev", &tun_name]).unwrap();
+    topo.gateway.ip(&["link", "set", &tun_name, "up"]).unwrap();
+    let config = format!(
+        "global {{\n  lan_interface: {lan_if}\n  wan_interface: {wan_if}, {tun_name}\n}}\n\
+         node {{\n  socks: 'socks5://{server_v4}:1080'\n}}\ngroup {{\n  proxy {{\n    policy: fixed(0)\n  }}\n}}\n\
+         routing {{\n  interface(wan: {tun_name}) && dport(5551) -> proxy\n  fallback: direct\n}}\n",
+        lan_if = topo.lan().gateway_if,
+        wan_if = topo.wan_if,
+    );
+    let daemon = Daemon::start(&dae(), &topo.gateway, &config, &[]).unwrap();
+    let seen = seen_as(&topo.gateway, SocketAddr::new(target, 5551))
+        .unwrap_or_else(|e| panic!("{e}: stats {:?}; log:\n{}", daemon.stats(), daemon.log()));
+    assert_eq!(seen, target.to_string(), "the proxy reached the target for the gateway");
+    let stats = daemon.stats().unwrap();
+    assert!(stats["steered"].as_u64().unwrap() >= 1, "{stats}");
+    assert_eq!(stats["steer_no_socket"], 0, "{stats}");
+}
