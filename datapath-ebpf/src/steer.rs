@@ -118,9 +118,7 @@ fn push_ethernet(skb: *mut __sk_buff, ipv6: bool) -> bool {
     header[12] = ethertype[0];
     header[13] = ethertype[1];
     // SAFETY: writes the 14 bytes just made room for, from a stack buffer of that size.
-    let rc = unsafe {
-        aya_ebpf::helpers::bpf_skb_store_bytes(skb, 0, header.as_ptr().cast(), ETH_HLEN, 0)
-    };
+    let rc = unsafe { aya_ebpf::helpers::bpf_skb_store_bytes(skb, 0, header.as_ptr().cast(), ETH_HLEN, 0) };
     rc == 0
 }
 
