@@ -62,6 +62,8 @@ pub struct RunOptions {
     pub flow_table_entries: u32,
     /// How the UDP workers read their steering sockets.
     pub udp_recv: gateway::udp::UdpRecv,
+    /// Whether UDP session sockets ask for merged (GRO) receives.
+    pub udp_gro: gateway::udp::UdpGro,
 }
 
 struct Control {
@@ -114,6 +116,7 @@ pub async fn run(validated: Validated, opts: RunOptions) -> anyhow::Result<()> {
         sniffing: arc_swap::ArcSwap::from_pointee(sniffing_of(&validated)),
         router: Arc::clone(&router),
         udp_recv: opts.udp_recv,
+        udp_gro: opts.udp_gro,
     });
     let replies = Arc::new(gateway::dns::Replies::default());
     let intercept = start_dns(&validated, &router, &maps, loaded.flow_hash_seed, daemon_mark, &replies)?;

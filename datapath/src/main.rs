@@ -9,7 +9,7 @@ use datapath::{
     clock::monotonic_coarse_ns,
     daemon::{self, RunOptions},
     flows::{FlowRow, render_table},
-    gateway::udp::UdpRecv,
+    gateway::udp::{UdpGro, UdpRecv},
     links::LinkCache,
     maps::Maps,
     netlink,
@@ -49,6 +49,10 @@ enum Command {
         /// has it, recvmmsg otherwise) or `recvmmsg`.
         #[arg(long, value_enum, default_value = "auto", env = "DAE_UDP_RECV")]
         udp_recv: UdpRecv,
+        /// Whether UDP session sockets ask the kernel for merged receives (UDP_GRO): `on` (a remote's burst,
+        /// merged by the receiving device, is read at once and sent back in one GSO send) or `off`.
+        #[arg(long, value_enum, default_value = "on", env = "DAE_UDP_GRO")]
+        udp_gro: UdpGro,
     },
     /// Check a configuration: print OK (and warnings) or every error, exit 0 or 1.
     Validate {
@@ -117,7 +121,7 @@ fn main() -> ExitCode {
 fn dispatch(command: Command) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match command {
-        Command::Run { config, instance, tc_attach, xdp_mode, flow_table_size, udp_recv } => {
+        Command::Run { config, instance, tc_attach, xdp_mode, flow_table_size, udp_recv, udp_gro } => {
             daemon::require_privileges()?;
             let validated = match &config {
                 Some(path) => config::validate(path),
@@ -140,6 +144,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 xdp: xdp_mode,
                 flow_table_entries: flow_table_size,
                 udp_recv,
+                udp_gro,
             };
             rt.block_on(daemon::run(validated, opts))
         }

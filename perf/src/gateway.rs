@@ -5,6 +5,14 @@
 //! - `gateway_tcp_socks5_gbps`: the same through a real SOCKS5 proxy (microsocks in the server namespace).
 //! - `gateway_udp_relay_gbps`: UDP (iperf3 `-u -b 0 -l 1200`, goodput the receiver counted) relayed by the
 //!   gateway's UDP sessions, against the direct routed path.
+//! - `gateway_udp_reply_relay_gbps`: the same in the reply direction (iperf3 `-R`: the server sends, the gateway
+//!   reads its session socket and sends from the server's address to the client), against the direct path.
+//! - `gateway_udp_reply_gro_gbps`, `gateway_udp_reply_gro_cores_per_gbps`: the relayed reply direction with the
+//!   session sockets' UDP GRO on (`dae run --udp-gro on`, the default) against off, a daemon started per run and
+//!   the two alternating, GRO turned on on the gateway's WAN veth (off by default on a veth); the merged receives the daemon counted go to stderr.
+//! - `gateway_udp_gso_reply_gro_gbps`, `gateway_udp_gso_reply_gro_cores_per_gbps`: the same comparison with a
+//!   sender that sends as QUIC stacks do, in GSO sends of [`GSO_RUN`] datagrams of 1200 bytes (iperf3 sends
+//!   one datagram per system call, each taken by its own NAPI poll, so nothing is merged for it).
 //! - `gateway_tcp_*_cores_per_gbps`: CPU cores busy per Gbit/s, counted from `/proc/stat` over the run (user,
 //!   system, irq and softirq of the whole machine: client, gateway, proxy and server share it), so softirq work
 //!   is included, not only the daemon's process time.
@@ -39,6 +47,12 @@ const RELAY_PORT: u16 = 5301;
 /// What the daemon's log line naming its UDP steering receiver starts with.
 const RECEIVER_LOG: &str = "UDP steering receive:";
 const SOCKS_PORT: u16 = 5302;
+/// The relayed port of the GSO sender.
+const GSO_PORT: u16 = 5303;
+/// Datagrams per GSO send of the GSO sender (a QUIC stack's usual batch).
+const GSO_RUN: usize = 10;
+/// Payload of each datagram of the GSO sender (as iperf3's `-l 1200`).
+const GSO_DATAGRAM: usize = 1200;
 
 /// Busy and total jiffies of the whole machine (`/proc/stat`'s `cpu` line).
 fn cpu_jiffies() -> anyhow::Result<(u64, u64)> {
@@ -52,6 +66,8 @@ fn cpu_jiffies() -> anyhow::Result<(u64, u64)> {
 
 /// UDP runs: iperf3's unlimited rate with 1200-byte datagrams (a QUIC-sized payload).
 const UDP_ARGS: &[&str] = &["-u", "-b", "0", "-l", "1200"];
+/// The same, the server sending (the gateway relays replies).
+const UDP_REPLY_ARGS: &[&str] = &["-u", "-b", "0", "-l", "1200", "-R"];
 
 /// One iperf3 run: (Gbit/s, cores busy per Gbit/s).
 fn run(ns: &bench_lab::netns::Netns, to: IpAddr, port: u16, extra: &[&str]) -> anyhow::Result<(f64, f64)> {
@@ -61,6 +77,46 @@ fn run(ns: &bench_lab::netns::Netns, to: IpAddr, port: u16, extra: &[&str]) -> a
     let (busy1, total1) = cpu_jiffies()?;
     let cores = cpus * (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64;
     let gbps = goodput.bits_per_second / 1e9;
+    Ok((gbps, cores / gbps))
+}
+
+/// The reply direction with a GSO sender: the server answers the client's first datagram with GSO sends of
+/// [`GSO_RUN`] datagrams for [`SECONDS`]; (Gbit/s the client received, cores busy per Gbit/s).
+fn gso_reply_run(topo: &Topology, port: u16) -> anyhow::Result<(f64, f64)> {
+    use std::net::{SocketAddr, UdpSocket};
+    use std::time::{Duration, Instant};
+    let to = SocketAddr::new(IpAddr::from(topo.server_v4), port);
+    let server = topo.server.run_in(move || UdpSocket::bind(to))??;
+    let client = topo.lan().client.run_in(|| UdpSocket::bind("0.0.0.0:0"))??;
+    client.set_read_timeout(Some(Duration::from_millis(300)))?;
+    let seconds = Duration::from_secs(SECONDS.into());
+    let sender = std::thread::spawn(move || -> anyhow::Result<()> {
+        let mut buf = [0u8; 64];
+        let (_, peer) = server.recv_from(&mut buf)?;
+        let run = vec![0x5au8; GSO_RUN * GSO_DATAGRAM];
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&server);
+        let end = Instant::now() + seconds;
+        while Instant::now() < end {
+            // A full queue (ENOBUFS) drops the run, as a rate-unlimited iperf3 would.
+            let _ = datapath::gateway::gso::send_gso(fd, peer, GSO_DATAGRAM as u16, &run);
+        }
+        Ok(())
+    });
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let (busy0, total0) = cpu_jiffies()?;
+    client.send_to(b"go", to)?;
+    let start = Instant::now();
+    let mut bytes = 0u64;
+    let mut buf = [0u8; 2048];
+    while let Ok((n, _)) = client.recv_from(&mut buf) {
+        bytes += n as u64;
+    }
+    let elapsed = start.elapsed().saturating_sub(Duration::from_millis(300)).as_secs_f64().max(1e-3);
+    let (busy1, total1) = cpu_jiffies()?;
+    sender.join().map_err(|_| anyhow::anyhow!("the GSO sender panicked"))??;
+    let cores = cpus * (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64;
+    let gbps = bytes as f64 * 8.0 / elapsed / 1e9;
+    anyhow::ensure!(gbps > 0.0, "the GSO sender's datagrams never reached the client");
     Ok((gbps, cores / gbps))
 }
 
@@ -98,7 +154,7 @@ fn bench_with(dae: &Path) -> anyhow::Result<Vec<Figure>> {
          node {{\n  gateway: 'direct'\n  socks: 'socks5://{server}:1080'\n}}\n\
          group {{\n  relay {{\n    filter: name(gateway)\n    policy: fixed(0)\n  }}\n  \
          socks {{\n    filter: name(socks)\n    policy: fixed(0)\n  }}\n}}\n\
-         routing {{\n  dport({RELAY_PORT}) -> relay\n  dport({SOCKS_PORT}) -> socks\n  fallback: direct\n}}\n",
+         routing {{\n  dport({RELAY_PORT}, {GSO_PORT}) -> relay\n  dport({SOCKS_PORT}) -> socks\n  fallback: direct\n}}\n",
         lan_if = lan.gateway_if,
         wan_if = topo.wan_if,
     );
@@ -113,12 +169,15 @@ fn bench_with(dae: &Path) -> anyhow::Result<Vec<Figure>> {
     let idle_rss = rss_kib(pid)?;
     let (mut direct, mut relay, mut socks) = (Vec::new(), Vec::new(), Vec::new());
     let (mut udp_direct, mut udp_relay) = (Vec::new(), Vec::new());
+    let (mut reply_direct, mut reply_relay) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         direct.push(run(&lan.client, server, DIRECT_PORT, &[])?);
         relay.push(run(&lan.client, server, RELAY_PORT, &[])?);
         socks.push(run(&lan.client, server, SOCKS_PORT, &[])?);
         udp_direct.push(run(&lan.client, server, DIRECT_PORT, UDP_ARGS)?);
         udp_relay.push(run(&lan.client, server, RELAY_PORT, UDP_ARGS)?);
+        reply_direct.push(run(&lan.client, server, DIRECT_PORT, UDP_REPLY_ARGS)?);
+        reply_relay.push(run(&lan.client, server, RELAY_PORT, UDP_REPLY_ARGS)?);
     }
     let stats = daemon.stats()?;
     eprintln!("gateway: udp_recv_ring_empty {} udp_dropped {}", stats["udp_recv_ring_empty"], stats["udp_dropped"]);
@@ -126,6 +185,33 @@ fn bench_with(dae: &Path) -> anyhow::Result<Vec<Figure>> {
     anyhow::ensure!(steered >= 2 * ROUNDS as u64, "relayed runs were not steered ({steered})");
     let loaded_rss = rss_kib(pid)?;
     daemon.stop()?;
+    // A veth has GRO off by default; a physical NIC has it on. Only the lab's own veth is changed.
+    let gro = topo.gateway.output("ethtool", &["-K", &topo.wan_if, "gro", "on"])?;
+    anyhow::ensure!(gro.status.success(), "ethtool -K {} gro on: {gro:?}", topo.wan_if);
+    let (mut gro_on, mut gro_off) = (Vec::new(), Vec::new());
+    let (mut gso_gro_on, mut gso_gro_off) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        for (gro, runs, gso_runs) in [("on", &mut gro_on, &mut gso_gro_on), ("off", &mut gro_off, &mut gso_gro_off)] {
+            let mut daemon = Daemon::start(dae, &topo.gateway, &config, &["--udp-gro", gro])?;
+            anyhow::ensure!(
+                daemon.wait_for_log(RECEIVER_LOG, std::time::Duration::from_secs(2)),
+                "the daemon logged no UDP receiver"
+            );
+            runs.push(run(&lan.client, server, RELAY_PORT, UDP_REPLY_ARGS)?);
+            gso_runs.push(gso_reply_run(&topo, GSO_PORT)?);
+            let stats = daemon.stats()?;
+            eprintln!(
+                "gateway: udp-gro {gro}: iperf3 {:.2} Gb/s, GSO sender {:.2} Gb/s, udp_gro_receives {} udp_gso_sends {} udp_replied {} udp_dropped {}",
+                runs.last().map_or(0.0, |r| r.0),
+                gso_runs.last().map_or(0.0, |r| r.0),
+                stats["udp_gro_receives"],
+                stats["udp_gso_sends"],
+                stats["udp_replied"],
+                stats["udp_dropped"]
+            );
+            daemon.stop()?;
+        }
+    }
     let med =
         |runs: &[(f64, f64)], pick: fn(&(f64, f64)) -> f64| median(&mut runs.iter().map(pick).collect::<Vec<_>>());
     let (direct_gbps, direct_cpg) = (med(&direct, |r| r.0), med(&direct, |r| r.1));
@@ -143,6 +229,22 @@ fn bench_with(dae: &Path) -> anyhow::Result<Vec<Figure>> {
         figure("gateway_tcp_socks5_cores_per_gbps", med(&socks, |r| r.1), "core", direct_cpg),
         figure("gateway_udp_relay_gbps", med(&udp_relay, |r| r.0), "Gb/s", med(&udp_direct, |r| r.0)),
         figure("gateway_udp_relay_cores_per_gbps", med(&udp_relay, |r| r.1), "core", med(&udp_direct, |r| r.1)),
+        figure("gateway_udp_reply_relay_gbps", med(&reply_relay, |r| r.0), "Gb/s", med(&reply_direct, |r| r.0)),
+        figure(
+            "gateway_udp_reply_relay_cores_per_gbps",
+            med(&reply_relay, |r| r.1),
+            "core",
+            med(&reply_direct, |r| r.1),
+        ),
+        figure("gateway_udp_reply_gro_gbps", med(&gro_on, |r| r.0), "Gb/s", med(&gro_off, |r| r.0)),
+        figure("gateway_udp_reply_gro_cores_per_gbps", med(&gro_on, |r| r.1), "core", med(&gro_off, |r| r.1)),
+        figure("gateway_udp_gso_reply_gro_gbps", med(&gso_gro_on, |r| r.0), "Gb/s", med(&gso_gro_off, |r| r.0)),
+        figure(
+            "gateway_udp_gso_reply_gro_cores_per_gbps",
+            med(&gso_gro_on, |r| r.1),
+            "core",
+            med(&gso_gro_off, |r| r.1),
+        ),
         figure("dae_rss_after_load_mib", loaded_rss / 1024.0, "MiB", idle_rss / 1024.0),
     ])
 }

@@ -84,6 +84,24 @@ impl Replies {
     /// Sends `payload` to `to` from `from`, an address the gateway does not own (the server a client asked),
     /// through a transparent socket bound there (kept for the next datagram).
     pub fn send_from(&self, from: SocketAddr, to: SocketAddr, payload: &[u8]) -> io::Result<()> {
+        self.with_reply_socket(from, to, |socket, to| socket.send_to(payload, to).map(|_| ()))
+    }
+
+    /// As [`Replies::send_from`], for `buf` holding datagrams of `segment` bytes (the last may be shorter): one
+    /// GSO send.
+    pub fn send_gso_from(&self, from: SocketAddr, to: SocketAddr, segment: u16, buf: &[u8]) -> io::Result<()> {
+        self.with_reply_socket(from, to, |socket, to| {
+            super::gso::send_gso(std::os::fd::AsRawFd::as_raw_fd(socket), to, segment, buf)
+        })
+    }
+
+    /// Runs `send` on the transparent socket bound to `from` (opened on first use), with `to` in its family.
+    fn with_reply_socket(
+        &self,
+        from: SocketAddr,
+        to: SocketAddr,
+        send: impl FnOnce(&UdpSocket, SocketAddr) -> io::Result<()>,
+    ) -> io::Result<()> {
         let mut sockets = self.udp.lock().unwrap_or_else(|e| e.into_inner());
         if !sockets.contains_key(&from) {
             if sockets.len() >= MAX_REPLY_SOCKETS {
@@ -91,12 +109,11 @@ impl Replies {
             }
             sockets.insert(from, reply_socket(from)?);
         }
-        let socket = &sockets[&from];
         let to = match (from, to) {
             (SocketAddr::V6(_), SocketAddr::V4(v4)) => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
             _ => to,
         };
-        socket.send_to(payload, to).map(|_| ())
+        send(&sockets[&from], to)
     }
 
     fn send_tcp(&self, token: u64, message: &[u8]) -> io::Result<()> {

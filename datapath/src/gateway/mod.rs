@@ -6,6 +6,7 @@
 //! issue 4's remaining work.
 
 pub mod dns;
+pub mod gso;
 pub mod local;
 pub mod policy;
 pub mod pump;
@@ -179,6 +180,7 @@ impl Gateway {
             ("udp_replied", udp.replied.load(Relaxed)),
             ("udp_dropped", udp.dropped.load(Relaxed)),
             ("udp_gso_sends", udp.gso_sends.load(Relaxed)),
+            ("udp_gro_receives", udp.gro_receives.load(Relaxed)),
             ("udp_recv_ring_empty", udp.recv_ring_empty.load(Relaxed)),
             ("udp_quic_sniffed", udp.quic_sniffed.load(Relaxed)),
             ("udp_quic_rerouted", udp.quic_rerouted.load(Relaxed)),

@@ -10,7 +10,10 @@
 //!   picked: one upstream socket per session (the daemon's mark), directly or through a SOCKS5 UDP association.
 //!   Replies from any remote address go back to the client from a transparent socket bound to that address, so
 //!   the client sees the server it talks to. A run of same-size datagrams of one session leaves in one UDP GSO
-//!   send (`UDP_SEGMENT`): one trip through the stack instead of one per datagram. Sessions end after dae's idle timeouts (30 s; 2 min for QUIC on
+//!   send (`UDP_SEGMENT`): one trip through the stack instead of one per datagram. Session sockets ask for
+//!   merged receives (`UDP_GRO`, `dae run --udp-gro off` or `DAE_UDP_GRO=off` turns it off): where the WAN
+//!   device's GRO merged a remote's datagrams, they are read at once and go back to the client in one GSO send,
+//!   boundaries intact ([`super::gso`]). Sessions end after dae's idle timeouts (30 s; 2 min for QUIC on
 //!   port 443; 17 s for DNS) and are bounded per worker; a datagram past the bound is dropped and counted.
 //!
 //! One thread per worker (per core and family) does both directions: its epoll set holds the steering socket
@@ -44,6 +47,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     dns::{DNS_PORT, Intercept, Replies},
+    gso::{self, MAX_GSO_BYTES, MAX_GSO_SEGMENTS, send_gso},
     uring::{self, UringReceiver},
     worker::{Choice, DIAL_TIMEOUT, RelayContext, reroute},
 };
@@ -57,41 +61,6 @@ pub const SESSION_TIMEOUT: Duration = Duration::from_secs(30);
 pub const QUIC_TIMEOUT: Duration = Duration::from_secs(120);
 /// Idle timeout of a DNS session relayed rather than forwarded (a `must_` rule to a group).
 pub const DNS_TIMEOUT: Duration = Duration::from_secs(17);
-/// `UDP_SEGMENT` (linux/udp.h): the segment size of a GSO send.
-const UDP_SEGMENT: libc::c_int = 103;
-/// Datagrams per GSO send (the kernel's limit is 64).
-const MAX_GSO_SEGMENTS: usize = 64;
-/// Bytes per GSO send (one IP datagram's payload).
-const MAX_GSO_BYTES: usize = 65_000;
-
-/// Sends `buf` to `to` as datagrams of `segment` bytes (the last may be shorter) in one system call: the stack
-/// builds and routes one large datagram and segments it late (UDP GSO).
-fn send_gso(fd: std::os::fd::RawFd, to: SocketAddr, segment: u16, buf: &[u8]) -> io::Result<()> {
-    let addr = socket2::SockAddr::from(to);
-    let mut iov = libc::iovec { iov_base: buf.as_ptr().cast_mut().cast(), iov_len: buf.len() };
-    let mut control = [0u64; 4];
-    // SAFETY: all-zero is a valid msghdr; every pointer set below outlives the sendmsg call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = addr.as_ptr().cast_mut().cast();
-    msg.msg_namelen = addr.len();
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    msg.msg_controllen = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as usize;
-    // SAFETY: the control buffer (32 bytes) holds one cmsg with a u16 payload (CMSG_SPACE(2) = 24); CMSG_FIRSTHDR
-    // points into it and CMSG_DATA past its header.
-    let rc = unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_UDP;
-        (*cmsg).cmsg_type = UDP_SEGMENT;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as usize;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), segment);
-        libc::sendmsg(fd, &msg, 0)
-    };
-    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
-}
-
 /// Largest datagram relayed.
 const MAX_DATAGRAM: usize = 65_535;
 
@@ -112,6 +81,8 @@ pub struct UdpCounters {
     pub dropped: AtomicU64,
     /// GSO sends (each carried several datagrams of one session in one system call).
     pub gso_sends: AtomicU64,
+    /// Session receives that the kernel's GRO merged (each carried several datagrams of one remote).
+    pub gro_receives: AtomicU64,
     /// Times an io_uring receiver's buffer ring ran dry (its multishot request ended and was re-armed; datagrams
     /// waited in the socket meanwhile, none was lost).
     pub recv_ring_empty: AtomicU64,
@@ -219,6 +190,17 @@ pub enum UdpRecv {
     Auto,
     /// `recvmmsg` in batches of [`sys::BATCH`], whatever the kernel has.
     Recvmmsg,
+}
+
+/// Whether session sockets ask for merged receives (`dae run --udp-gro`, or `DAE_UDP_GRO`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum UdpGro {
+    /// `UDP_GRO` on every session socket: where the receiving device merges a remote's datagrams (GRO), they
+    /// come in one read and go back to the client in one GSO send.
+    #[default]
+    On,
+    /// One read per datagram.
+    Off,
 }
 
 /// The steering socket's receiver: batches of datagrams with their source, original destination and pktinfo.
@@ -384,12 +366,14 @@ impl UdpRelay {
     }
 
     /// Sends what the remotes of session `token` answered back to its client, each datagram from the remote's
-    /// own address, until its socket is drained; a socket error ends the session.
+    /// own address, until its socket is drained; a socket error ends the session. A merged (GRO) receive from a
+    /// direct remote leaves in one GSO send; a SOCKS5 relay's is split and unwrapped datagram by datagram.
     fn read_replies(&mut self, token: u64) {
         let Some(key) = self.tokens.borrow().get(&token).copied() else { return };
         let Some(session) = self.sessions.borrow().get(&key).cloned() else { return };
+        let fd = session.socket.as_raw_fd();
         loop {
-            let (len, from) = match session.socket.recv_from(&mut self.reply_buf) {
+            let got = match gso::recv_gro(fd, &mut self.reply_buf) {
                 Ok(got) => got,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -399,20 +383,53 @@ impl UdpRelay {
                     return;
                 }
             };
-            let (remote, payload) = match &session.via {
-                Via::Direct => (from, &self.reply_buf[..len]),
-                Via::Socks5 { relay, .. } if from == *relay => {
-                    match socks5::decode_udp_datagram(&self.reply_buf[..len]) {
-                        Ok((socks5::Address::Ip(remote), payload)) => (remote, payload),
-                        _ => {
-                            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            session.last.store(ms_since(self.epoch), Ordering::Relaxed);
+            let count = got.count() as u64;
+            if count > 1 {
+                self.counters.gro_receives.fetch_add(1, Ordering::Relaxed);
+            }
+            match &session.via {
+                // A merged buffer has a GSO send's layout: it leaves whole, its boundaries intact.
+                Via::Direct if count > 1 && self.gso.get() && got.segment <= usize::from(u16::MAX) => {
+                    let buf = &self.reply_buf[..got.len];
+                    match self.replies.send_gso_from(got.from, session.client, got.segment as u16, buf) {
+                        Ok(()) => {
+                            self.counters.gso_sends.fetch_add(1, Ordering::Relaxed);
+                            self.counters.replied.fetch_add(count, Ordering::Relaxed);
+                            continue;
+                        }
+                        Err(e) if matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT)) => {
+                            debug!(error = %e, "UDP GSO refused: sending datagram by datagram from now on");
+                            self.gso.set(false);
+                        }
+                        Err(_) => {
+                            self.counters.dropped.fetch_add(count, Ordering::Relaxed);
                             continue;
                         }
                     }
+                    self.reply_each(&session, got);
                 }
-                Via::Socks5 { .. } => continue,
+                Via::Direct => self.reply_each(&session, got),
+                Via::Socks5 { relay, .. } if got.from == *relay => self.reply_each(&session, got),
+                Via::Socks5 { .. } => {}
+            }
+        }
+    }
+
+    /// Sends the datagrams of one receive on `session` back to its client one by one (a SOCKS5 relay's are
+    /// unwrapped first).
+    fn reply_each(&self, session: &Session, got: gso::GroBuffer) {
+        for datagram in got.segments(&self.reply_buf) {
+            let (remote, payload) = match &session.via {
+                Via::Direct => (got.from, datagram),
+                Via::Socks5 { .. } => match socks5::decode_udp_datagram(datagram) {
+                    Ok((socks5::Address::Ip(remote), payload)) => (remote, payload),
+                    _ => {
+                        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                },
             };
-            session.last.store(ms_since(self.epoch), Ordering::Relaxed);
             match self.replies.send_from(remote, session.client, payload) {
                 Ok(()) => self.counters.replied.fetch_add(1, Ordering::Relaxed),
                 Err(_) => self.counters.dropped.fetch_add(1, Ordering::Relaxed),
@@ -692,6 +709,11 @@ impl UdpRelay {
         let any = if toward.is_ipv6() { IpAddr::V6(Ipv6Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
         socket.bind(&SocketAddr::new(any, 0).into())?;
         socket.set_nonblocking(true)?;
+        if self.cx.udp_gro == UdpGro::On
+            && let Err(e) = gso::enable_gro(socket.as_raw_fd())
+        {
+            debug!(error = %e, "UDP_GRO refused: replies read one datagram at a time");
+        }
         let socket: UdpSocket = socket.into();
         let timeout = match dst.port() {
             443 => QUIC_TIMEOUT,

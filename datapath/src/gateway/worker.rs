@@ -79,6 +79,8 @@ pub struct RelayContext {
     pub router: Arc<std::sync::Mutex<Router>>,
     /// How the UDP workers read their steering sockets.
     pub udp_recv: super::udp::UdpRecv,
+    /// Whether session sockets ask for merged (GRO) receives.
+    pub udp_gro: super::udp::UdpGro,
 }
 
 impl RelayContext {
