@@ -601,6 +601,12 @@ fn with_udp_gro_off_a_burst_of_replies_is_read_one_datagram_at_a_time_intact_and
 }
 
 /// The `Threads:` line of `/proc/PID/status`.
+/// `count` TCP connections from `ns` to `to`, all open at once.
+fn connect_many(ns: &Netns, to: SocketAddr, count: usize) -> Vec<TcpStream> {
+    ns.run_in(move || (0..count).map(|_| TcpStream::connect_timeout(&to, Duration::from_secs(3)).unwrap()).collect())
+        .unwrap()
+}
+
 fn threads_of(pid: u32) -> usize {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status.lines().find_map(|l| l.strip_prefix("Threads:")).unwrap().trim().parse().unwrap()
@@ -638,14 +644,7 @@ fn relayed_connections_and_udp_sessions_cost_no_thread_and_half_close_carries_th
     let pid = daemon.pid();
     let idle_threads = threads_of(pid);
     let to = SocketAddr::new(server, 5531);
-    let streams = lan
-        .client
-        .run_in(move || {
-            (0..CONNECTIONS)
-                .map(|_| TcpStream::connect_timeout(&to, Duration::from_secs(3)).unwrap())
-                .collect::<Vec<_>>()
-        })
-        .unwrap();
+    let streams = connect_many(&lan.client, to, CONNECTIONS);
     let stats = stats_when(&daemon, "relay_tcp_active", CONNECTIONS as u64);
     assert_eq!(stats["relay_tcp_active"], CONNECTIONS as u64, "{stats}");
     // Dialling threads end once a connection is handed to its loop: open connections cost no thread.
@@ -799,14 +798,7 @@ fn connections_waiting_on_a_slow_proxy_cost_no_thread() {
     let to = SocketAddr::new(server, 5541);
     // Port 5541 is not a TLS or HTTP port dae waits on: each connection is sniffed for `sniffing_timeout` (the
     // client sends nothing), then dialled.
-    let clients = lan
-        .client
-        .run_in(move || {
-            (0..CONNECTIONS)
-                .map(|_| TcpStream::connect_timeout(&to, Duration::from_secs(3)).unwrap())
-                .collect::<Vec<_>>()
-        })
-        .unwrap();
+    let clients = connect_many(&lan.client, to, CONNECTIONS);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     // The health checker's own handshake may be held too.
     while held.lock().unwrap().len() < CONNECTIONS && std::time::Instant::now() < deadline {
