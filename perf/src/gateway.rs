@@ -214,7 +214,6 @@ fn bench_with(dae: &Path) -> anyhow::Result<Vec<Figure>> {
     }
     let med =
         |runs: &[(f64, f64)], pick: fn(&(f64, f64)) -> f64| median(&mut runs.iter().map(pick).collect::<Vec<_>>());
-    let (direct_gbps, direct_cpg) = (med(&direct, |r| r.0), med(&direct, |r| r.1));
     let figure = |name: &str, value: f64, unit: &'static str, baseline: f64| Figure {
         name: name.into(),
         value,
@@ -222,29 +221,20 @@ fn bench_with(dae: &Path) -> anyhow::Result<Vec<Figure>> {
         baseline,
         ratio: value / baseline,
     };
-    Ok(vec![
-        figure("gateway_tcp_relay_gbps", med(&relay, |r| r.0), "Gb/s", direct_gbps),
-        figure("gateway_tcp_relay_cores_per_gbps", med(&relay, |r| r.1), "core", direct_cpg),
-        figure("gateway_tcp_socks5_gbps", med(&socks, |r| r.0), "Gb/s", direct_gbps),
-        figure("gateway_tcp_socks5_cores_per_gbps", med(&socks, |r| r.1), "core", direct_cpg),
-        figure("gateway_udp_relay_gbps", med(&udp_relay, |r| r.0), "Gb/s", med(&udp_direct, |r| r.0)),
-        figure("gateway_udp_relay_cores_per_gbps", med(&udp_relay, |r| r.1), "core", med(&udp_direct, |r| r.1)),
-        figure("gateway_udp_reply_relay_gbps", med(&reply_relay, |r| r.0), "Gb/s", med(&reply_direct, |r| r.0)),
-        figure(
-            "gateway_udp_reply_relay_cores_per_gbps",
-            med(&reply_relay, |r| r.1),
-            "core",
-            med(&reply_direct, |r| r.1),
-        ),
-        figure("gateway_udp_reply_gro_gbps", med(&gro_on, |r| r.0), "Gb/s", med(&gro_off, |r| r.0)),
-        figure("gateway_udp_reply_gro_cores_per_gbps", med(&gro_on, |r| r.1), "core", med(&gro_off, |r| r.1)),
-        figure("gateway_udp_gso_reply_gro_gbps", med(&gso_gro_on, |r| r.0), "Gb/s", med(&gso_gro_off, |r| r.0)),
-        figure(
-            "gateway_udp_gso_reply_gro_cores_per_gbps",
-            med(&gso_gro_on, |r| r.1),
-            "core",
-            med(&gso_gro_off, |r| r.1),
-        ),
-        figure("dae_rss_after_load_mib", loaded_rss / 1024.0, "MiB", idle_rss / 1024.0),
-    ])
+    // `NAME_gbps` and `NAME_cores_per_gbps` of `runs` against the same figures of `baseline`.
+    let pair = |name: &str, runs: &[(f64, f64)], baseline: &[(f64, f64)]| {
+        [
+            figure(&format!("{name}_gbps"), med(runs, |r| r.0), "Gb/s", med(baseline, |r| r.0)),
+            figure(&format!("{name}_cores_per_gbps"), med(runs, |r| r.1), "core", med(baseline, |r| r.1)),
+        ]
+    };
+    let mut figures = Vec::new();
+    figures.extend(pair("gateway_tcp_relay", &relay, &direct));
+    figures.extend(pair("gateway_tcp_socks5", &socks, &direct));
+    figures.extend(pair("gateway_udp_relay", &udp_relay, &udp_direct));
+    figures.extend(pair("gateway_udp_reply_relay", &reply_relay, &reply_direct));
+    figures.extend(pair("gateway_udp_reply_gro", &gro_on, &gro_off));
+    figures.extend(pair("gateway_udp_gso_reply_gro", &gso_gro_on, &gso_gro_off));
+    figures.push(figure("dae_rss_after_load_mib", loaded_rss / 1024.0, "MiB", idle_rss / 1024.0));
+    Ok(figures)
 }

@@ -96,13 +96,7 @@ impl Pumps {
         let mut threads = Vec::new();
         for core in 0..count.max(1) {
             let (tx, rx) = channel();
-            // SAFETY: eventfd(2) returns a new descriptor or -1.
-            let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: `fd` was just created and is owned here.
-            let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
+            let wake = Arc::new(sys::eventfd()?);
             let back = Back { inbox: tx.clone(), wake: Arc::clone(&wake) };
             let env = setup.as_ref().map(|(cx, links)| (Arc::clone(cx), links.reader()));
             let mut pump = Pump::new(rx, back, Arc::clone(&counters), env)?;
@@ -132,7 +126,7 @@ impl Pumps {
     fn send(&self, hash: u64, handoff: Handoff) {
         let (tx, wake) = &self.loops[(hash % self.loops.len() as u64) as usize];
         if tx.send(handoff).is_ok() {
-            signal(wake.as_raw_fd());
+            sys::eventfd_write(wake.as_raw_fd());
         }
     }
 }
@@ -141,18 +135,12 @@ impl Drop for Pumps {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         for (_, wake) in &self.loops {
-            signal(wake.as_raw_fd());
+            sys::eventfd_write(wake.as_raw_fd());
         }
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
-}
-
-fn signal(fd: RawFd) {
-    let one = 1u64;
-    // SAFETY: an 8-byte write to an eventfd we hold open.
-    unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
 }
 
 /// Moves up to `len` bytes from `from` to `to` with splice(2) (one of them a pipe), without blocking.
@@ -455,7 +443,7 @@ impl Pump {
                     if let Some(upstream) = dial.run(&cx, &client)
                         && back.inbox.send(Handoff::Relay(client, upstream)).is_ok()
                     {
-                        signal(back.wake.as_raw_fd());
+                        sys::eventfd_write(back.wake.as_raw_fd());
                     }
                 });
                 if let Err(e) = spawned {
@@ -466,9 +454,7 @@ impl Pump {
     }
 
     fn take_new(&mut self, now: Instant) {
-        let mut count = 0u64;
-        // SAFETY: an 8-byte read from our eventfd (non-blocking) into a local.
-        unsafe { libc::read(self.back.wake.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
+        sys::eventfd_read(self.back.wake.as_raw_fd());
         while let Ok(handoff) = self.inbox.try_recv() {
             match handoff {
                 Handoff::Accepted(client, peer) => self.begin(client, peer, now),

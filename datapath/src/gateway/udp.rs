@@ -106,6 +106,8 @@ enum Via {
 #[derive(Debug)]
 struct Session {
     socket: UdpSocket,
+    /// The socket's family (what `sendmmsg` needs to know), fixed at its creation.
+    v6: bool,
     via: Via,
     /// Milliseconds since `epoch` of the last datagram either way.
     last: AtomicU64,
@@ -627,7 +629,7 @@ impl UdpRelay {
     fn flush(&self, session: Option<Arc<Session>>, pending: &mut Vec<sys::Outgoing>) {
         let Some(session) = session else { return };
         let fd = session.socket.as_raw_fd();
-        let v6 = session.socket.local_addr().is_ok_and(|a| a.is_ipv6());
+        let v6 = session.v6;
         let mut sent = 0;
         let mut i = 0;
         while i < pending.len() {
@@ -723,7 +725,8 @@ impl UdpRelay {
         let token = self.next_token.get();
         self.next_token.set(token + 1);
         self.epoll.add(socket.as_raw_fd(), token, sys::IN)?;
-        let session = Arc::new(Session { socket, via, last: AtomicU64::new(ms_since(self.epoch)), client, timeout });
+        let last = AtomicU64::new(ms_since(self.epoch));
+        let session = Arc::new(Session { socket, v6: toward.is_ipv6(), via, last, client, timeout });
         self.sessions.borrow_mut().insert((client, node), Arc::clone(&session));
         self.tokens.borrow_mut().insert(token, (client, node));
         self.counters.sessions.fetch_add(1, Ordering::Relaxed);
