@@ -120,8 +120,7 @@ pub async fn run(validated: Validated, opts: RunOptions) -> anyhow::Result<()> {
     });
     let replies = Arc::new(gateway::dns::Replies::default());
     let intercept = start_dns(&validated, &router, &maps, loaded.flow_hash_seed, daemon_mark, &replies)?;
-    let mut gateway =
-        Gateway::start(&mut loaded.ebpf, DEFAULT_TPROXY_MARK, daemon_mark, relay_cx, intercept, replies, &cache)?;
+    let mut gateway = Gateway::start(&mut loaded.ebpf, DEFAULT_TPROXY_MARK, daemon_mark, relay_cx, intercept, &cache)?;
     let mut attacher = Attacher::new(loaded, opts.tc, opts.xdp);
     match attacher.attach_cgroup() {
         Ok(root) => info!(cgroup = %root.display(), "socket-creation hook attached (pname routing)"),

@@ -240,13 +240,22 @@ fn udp_relay_case(test: &str, args: &[&str], receiver: &str) {
         }
     }
     let _socks = proxies::danted(&topo.server, server_v4, 1080, &[server_v4, IpAddr::from(topo.server_v6)]).unwrap();
+    // A proxy named by host name (its association is opened on a thread): danted on the gateway's loopback,
+    // relaying from the gateway's WAN addresses; only the clients' datagrams are routed to it, not danted's own.
+    let (wan_v4, wan_v6) = (IpAddr::from(topo.gateway_wan_v4), IpAddr::from(topo.gateway_wan_v6));
+    for ip in [server_v4, IpAddr::from(topo.server_v6)] {
+        udp_who_am_i_server(&topo.server, SocketAddr::new(ip, 5524));
+    }
+    let _named = proxies::danted(&topo.gateway, IpAddr::from([127, 0, 0, 1]), 1081, &[wan_v4, wan_v6]).unwrap();
     let config = format!(
         "global {{\n  lan_interface: {}\n  wan_interface: {}\n}}\n\
-         node {{\n  gw: 'direct'\n  dante: 'socks5://{server_v4}:1080'\n}}\n\
+         node {{\n  gw: 'direct'\n  dante: 'socks5://{server_v4}:1080'\n  named: 'socks5://localhost:1081'\n}}\n\
          group {{\n  from_gateway {{\n    filter: name(gw)\n    policy: fixed(0)\n  }}\n  \
-         via_socks {{\n    filter: name(dante)\n    policy: fixed(0)\n  }}\n}}\n\
-         routing {{\n  dport(5521) -> from_gateway\n  dport(5522) -> via_socks\n  fallback: direct\n}}\n",
-        lan.gateway_if, topo.wan_if
+         via_socks {{\n    filter: name(dante)\n    policy: fixed(0)\n  }}\n  \
+         via_named {{\n    filter: name(named)\n    policy: fixed(0)\n  }}\n}}\n\
+         routing {{\n  dport(5521) -> from_gateway\n  dport(5522) -> via_socks\n  \
+         sip({}, '{}') && dport(5524) -> via_named\n  fallback: direct\n}}\n",
+        lan.gateway_if, topo.wan_if, lan.client_v4, lan.client_v6
     );
     let daemon = Daemon::start(&dae(), &topo.gateway, &config, args).unwrap();
     assert!(daemon.wait_for_log(receiver, Duration::from_secs(2)), "no {receiver:?} in the log:\n{}", daemon.log());
@@ -268,14 +277,111 @@ fn udp_relay_case(test: &str, args: &[&str], receiver: &str) {
         assert_eq!(from, to);
         let to = SocketAddr::new(server, 5523);
         assert_eq!(udp_seen_as(&lan.client, to).unwrap().0, client.to_string(), "direct: untouched");
+        let to = SocketAddr::new(server, 5524);
+        let (seen, from) = udp_seen_as(&lan.client, to).unwrap_or_else(|e| panic!("{to}: {e}; {}", context(&daemon)));
+        assert_eq!(seen, gateway.to_string(), "relayed by the danted named localhost");
+        assert_eq!(from, to);
     }
-    // One session per client socket (each exchange above binds a new one): three per family; every datagram
+    // One session per client socket (each exchange above binds a new one): four per family; every datagram
     // answered.
-    let stats = stats_when(&daemon, "udp_replied", 6);
-    assert_eq!(stats["udp_sessions"], 6, "{stats}");
-    assert_eq!(stats["udp_forwarded"], 6, "{stats}");
-    assert_eq!(stats["udp_replied"], 6, "{stats}");
+    let stats = stats_when(&daemon, "udp_replied", 8);
+    assert_eq!(stats["udp_sessions"], 8, "{stats}");
+    assert_eq!(stats["udp_forwarded"], 8, "{stats}");
+    assert_eq!(stats["udp_replied"], 8, "{stats}");
     assert_eq!(stats["udp_dropped"], 0, "{stats}");
+    assert_eq!(stats["udp_associations_failed"], 0, "{stats}");
+}
+
+/// A UDP echo server on `addr` in `ns`.
+fn udp_echo_server(ns: &Netns, addr: SocketAddr) {
+    let socket = ns.run_in(move || UdpSocket::bind(addr)).unwrap().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, peer)) = socket.recv_from(&mut buf) {
+            let _ = socket.send_to(&buf[..n], peer);
+        }
+    });
+}
+
+#[test]
+fn a_socks5_proxy_slow_to_open_a_udp_association_holds_up_no_other_session() {
+    if skip_unless_root("a_socks5_proxy_slow_to_open_a_udp_association_holds_up_no_other_session") {
+        return;
+    }
+    const FLOWS: usize = 24;
+    let topo = Topology::client_gateway_server().unwrap();
+    let lan = topo.lan();
+    let server = IpAddr::from(topo.server_v4);
+    for port in [5571, 5572] {
+        udp_echo_server(&topo.server, SocketAddr::new(server, port));
+    }
+    // The proxy reads each greeting and never answers; dropping the held sockets hangs up on the association.
+    let proxy = topo.server.run_in(move || TcpListener::bind(SocketAddr::new(server, 1099))).unwrap().unwrap();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    {
+        let held = std::sync::Arc::clone(&held);
+        std::thread::spawn(move || {
+            for mut stream in proxy.incoming().flatten() {
+                let mut greeting = [0u8; 3];
+                if stream.read_exact(&mut greeting).is_ok() && greeting[0] == 5 {
+                    held.lock().unwrap().push(stream);
+                }
+            }
+        });
+    }
+    let config = format!(
+        "global {{\n  lan_interface: {}\n  wan_interface: {}\n}}\nnode {{\n  gw: 'direct'\n  slow: 'socks5://{server}:1099'\n}}\n\
+         group {{\n  via_slow {{\n    filter: name(slow)\n    policy: fixed(0)\n  }}\n  \
+         from_gateway {{\n    filter: name(gw)\n    policy: fixed(0)\n  }}\n}}\n\
+         routing {{\n  dport(5571) -> via_slow\n  dport(5572) -> from_gateway\n  fallback: direct\n}}\n",
+        lan.gateway_if, topo.wan_if
+    );
+    let daemon = Daemon::start(&dae(), &topo.gateway, &config, &[]).unwrap();
+    let (slow, fast) = (SocketAddr::new(server, 5571), SocketAddr::new(server, 5572));
+    // One client socket per worker flow hash is not knowable here: many flows, one per source port, spread over
+    // every worker; each waits for its own association first.
+    let waiting = lan
+        .client
+        .run_in(move || {
+            (0..4)
+                .map(|i| {
+                    let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+                    socket.send_to(format!("waits {i}").as_bytes(), slow).unwrap();
+                    socket
+                })
+                .collect::<Vec<_>>()
+        })
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while held.lock().unwrap().len() < 4 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(held.lock().unwrap().len() >= 4, "the associations were asked for: {}", daemon.log());
+    // While they wait, every other flow is relayed at once.
+    let answered = lan
+        .client
+        .run_in(move || {
+            (0..FLOWS)
+                .map(|i| {
+                    let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+                    socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                    let message = format!("flow {i}");
+                    socket.send_to(message.as_bytes(), fast).unwrap();
+                    let mut buf = [0u8; 64];
+                    matches!(socket.recv_from(&mut buf), Ok((n, from)) if from == fast && buf[..n] == *message.as_bytes())
+                })
+                .filter(|&ok| ok)
+                .count()
+        })
+        .unwrap();
+    assert_eq!(answered, FLOWS, "flows relayed while associations wait: {:?}", daemon.stats());
+    // The proxy hangs up: the associations fail, their datagrams are dropped and counted, nothing was sent.
+    held.lock().unwrap().clear();
+    let stats = stats_when(&daemon, "udp_associations_failed", 4);
+    assert!(stats["udp_associations_failed"].as_u64().unwrap() >= 4, "{stats}");
+    assert!(stats["udp_dropped"].as_u64().unwrap() >= 4, "{stats}");
+    assert_eq!(stats["udp_forwarded"], FLOWS as u64, "{stats}");
+    drop(waiting);
 }
 
 #[test]
@@ -592,12 +698,17 @@ fn a_merged_burst_of_replies_reaches_the_client_intact_and_in_order_in_gso_sends
 }
 
 #[test]
-fn with_udp_gro_off_a_burst_of_replies_is_read_one_datagram_at_a_time_intact_and_in_order() {
-    if skip_unless_root("with_udp_gro_off_a_burst_of_replies_is_read_one_datagram_at_a_time_intact_and_in_order") {
+fn with_udp_gro_off_a_burst_of_replies_is_read_in_batches_of_single_datagrams_intact_and_in_order() {
+    if skip_unless_root(
+        "with_udp_gro_off_a_burst_of_replies_is_read_in_batches_of_single_datagrams_intact_and_in_order",
+    ) {
         return;
     }
     let stats = reply_burst_through_session("off", 5562);
     assert_eq!(stats["udp_gro_receives"], 0, "{stats}");
+    // Each run of 50 lands in the session socket within one NAPI poll: a read takes what has arrived, up to 16.
+    let reads = stats["udp_reply_reads"].as_u64().unwrap();
+    assert!(reads > 0 && reads * 2 <= REPLY_BURST as u64, "replies read in batches: {stats}");
 }
 
 /// The `Threads:` line of `/proc/PID/status`.

@@ -211,9 +211,18 @@ fn spawn_udp_echo(port: u16) {
 /// the socket is ready, under one deadline. Returns the stream (made blocking again) and how many times the dial
 /// had to wait.
 fn dial_nonblocking(node: &Node, target: SocketAddr) -> std::io::Result<(TcpStream, usize)> {
+    let mut dialing = Dialing::start(node, Target::Addr(target), 0)?.expect("a proxy given by address never blocks");
+    let waits = finish(&mut dialing, node)?;
+    let stream = dialing.into_stream();
+    stream.set_nonblocking(false)?;
+    Ok((stream, waits))
+}
+
+/// Polls `dialing` whenever `poll(2)` says its socket is ready, under one deadline; returns how many times it
+/// had to wait.
+fn finish(dialing: &mut Dialing, node: &Node) -> std::io::Result<usize> {
     use std::os::fd::AsRawFd;
     let deadline = Instant::now() + DIAL_TIMEOUT;
-    let mut dialing = Dialing::start(node, Target::Addr(target), 0)?.expect("a proxy given by address never blocks");
     let mut waits = 0;
     while !dialing.poll()? {
         waits += 1;
@@ -224,9 +233,7 @@ fn dial_nonblocking(node: &Node, target: SocketAddr) -> std::io::Result<(TcpStre
         // SAFETY: one pollfd on the stack, a descriptor the dial owns.
         unsafe { libc::poll(&mut fd, 1, left.as_millis() as i32) };
     }
-    let stream = dialing.into_stream();
-    stream.set_nonblocking(false)?;
-    Ok((stream, waits))
+    Ok(waits)
 }
 
 /// Dials `node` to the echo server and checks that bytes come back unchanged.
@@ -461,31 +468,45 @@ fn check_outcomes_alive_dead_and_skipped_without_network() {
 }
 
 #[test]
-fn socks5_udp_associate_relays_datagrams_through_danted() {
+fn socks5_udp_associate_relays_datagrams_through_danted_blocking_and_not() {
     let Some(mut lab) = Lab::new("udp associate") else { return };
     lab.start_danted();
     let log = lab.dir().join("danted.log");
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         lab.inside(|| {
-            let Node::Proxy(proxy) = node(&format!("socks5://127.0.0.1:{DANTE_PORT}")) else { unreachable!() };
-            let association = associate(&proxy, 0, DIAL_TIMEOUT).expect("UDP ASSOCIATE");
-            let socket = UdpSocket::bind(loopback(0)).unwrap();
-            socket.set_read_timeout(Some(DIAL_TIMEOUT)).unwrap();
-            let target = loopback(UDP_ECHO_PORT);
-            let mut datagram = Vec::new();
-            socks5::encode_udp_header(target, &mut datagram);
-            datagram.extend_from_slice(b"ping over socks5 udp");
-            socket.send_to(&datagram, association.relay()).unwrap();
-            let mut buf = [0u8; 2048];
-            let (len, from) = socket.recv_from(&mut buf).expect("reply through the relay");
-            assert_eq!(from, association.relay());
-            let (source, payload) = socks5::decode_udp_datagram(&buf[..len]).unwrap();
-            assert_eq!(source, socks5::Address::Ip(target));
-            assert_eq!(payload, b"ping over socks5 udp");
+            let node = node(&format!("socks5://127.0.0.1:{DANTE_PORT}"));
+            let Node::Proxy(proxy) = &node else { unreachable!() };
+            let association = associate(proxy, 0, DIAL_TIMEOUT).expect("UDP ASSOCIATE");
+            assert_relays(&association);
+            // As the gateway's UDP workers open one: on a non-blocking socket, polled when ready.
+            let mut dialing = Dialing::associate(proxy, 0).unwrap().expect("a proxy given by address never blocks");
+            finish(&mut dialing, &node).expect("UDP ASSOCIATE, non-blocking");
+            let association = dialing.into_association().unwrap();
+            assert_relays(&association);
+            // A dial that has not finished yields no association.
+            let early = Dialing::associate(proxy, 0).unwrap().unwrap();
+            assert!(early.into_association().is_err());
         })
     }));
     if let Err(panic) = result {
         eprintln!("danted log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
         std::panic::resume_unwind(panic);
     }
+}
+
+/// Sends a datagram to the UDP echo server through `association` and checks the unwrapped reply.
+fn assert_relays(association: &socks5::UdpAssociation) {
+    let socket = UdpSocket::bind(loopback(0)).unwrap();
+    socket.set_read_timeout(Some(DIAL_TIMEOUT)).unwrap();
+    let target = loopback(UDP_ECHO_PORT);
+    let mut datagram = Vec::new();
+    socks5::encode_udp_header(target, &mut datagram);
+    datagram.extend_from_slice(b"ping over socks5 udp");
+    socket.send_to(&datagram, association.relay()).unwrap();
+    let mut buf = [0u8; 2048];
+    let (len, from) = socket.recv_from(&mut buf).expect("reply through the relay");
+    assert_eq!(from, association.relay());
+    let (source, payload) = socks5::decode_udp_datagram(&buf[..len]).unwrap();
+    assert_eq!(source, socks5::Address::Ip(target));
+    assert_eq!(payload, b"ping over socks5 udp");
 }

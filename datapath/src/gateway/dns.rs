@@ -40,7 +40,7 @@ use crate::{flow_table::FlowTable, links::LinkReader};
 /// The port DNS is intercepted on (the kernel's `outbound::DNS` decision is made for it only).
 pub use config::rules::DNS_PORT;
 /// Reply sockets kept (one per server address clients ask); past this the cache starts over.
-const MAX_REPLY_SOCKETS: usize = 1024;
+pub(super) const MAX_REPLY_SOCKETS: usize = 1024;
 /// Longest DNS message over TCP.
 const MAX_TCP_MESSAGE: usize = 65_535;
 /// A TCP DNS client idle this long is closed (RFC 7766 suggests seconds).
@@ -87,14 +87,6 @@ impl Replies {
         self.with_reply_socket(from, to, |socket, to| socket.send_to(payload, to).map(|_| ()))
     }
 
-    /// As [`Replies::send_from`], for `buf` holding datagrams of `segment` bytes (the last may be shorter): one
-    /// GSO send.
-    pub fn send_gso_from(&self, from: SocketAddr, to: SocketAddr, segment: u16, buf: &[u8]) -> io::Result<()> {
-        self.with_reply_socket(from, to, |socket, to| {
-            super::gso::send_gso(std::os::fd::AsRawFd::as_raw_fd(socket), to, segment, buf)
-        })
-    }
-
     /// Runs `send` on the transparent socket bound to `from` (opened on first use), with `to` in its family.
     fn with_reply_socket(
         &self,
@@ -109,11 +101,7 @@ impl Replies {
             }
             sockets.insert(from, reply_socket(from)?);
         }
-        let to = match (from, to) {
-            (SocketAddr::V6(_), SocketAddr::V4(v4)) => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
-            _ => to,
-        };
-        send(&sockets[&from], to)
+        send(&sockets[&from], in_family_of(from, to))
     }
 
     fn send_tcp(&self, token: u64, message: &[u8]) -> io::Result<()> {
@@ -139,8 +127,17 @@ impl Replies {
     }
 }
 
-/// A transparent UDP socket bound to `from` (an address the gateway does not own), to answer from it.
-fn reply_socket(from: SocketAddr) -> io::Result<UdpSocket> {
+/// `to` as a socket bound to `from` addresses it (an IPv4 client of an IPv6 socket: v4-mapped).
+pub(super) fn in_family_of(from: SocketAddr, to: SocketAddr) -> SocketAddr {
+    match (from, to) {
+        (SocketAddr::V6(_), SocketAddr::V4(v4)) => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
+        _ => to,
+    }
+}
+
+/// A transparent UDP socket bound to `from`, an address the gateway need not own, to send from (several may
+/// share an address: SO_REUSEPORT).
+pub(super) fn reply_socket(from: SocketAddr) -> io::Result<UdpSocket> {
     let socket = Socket::new(if from.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 }, Type::DGRAM, None)?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;

@@ -1,4 +1,4 @@
-//! UDP segmentation offload both ways, on one socket at a time.
+//! UDP segmentation offload both ways, on one socket at a time, and the batched reads and sends around it.
 //!
 //! - Send (GSO, `UDP_SEGMENT`): one buffer of same-size datagrams (the last may be shorter) leaves in one
 //!   system call; the stack builds and routes one large datagram and segments it late.
@@ -6,6 +6,8 @@
 //!   receiving device's GRO merged, as one buffer with a `UDP_GRO` control message giving the segment size;
 //!   [`GroBuffer::segments`] splits it back. The layout is the one a GSO send takes, so a merged buffer can leave
 //!   again in one GSO send with its boundaries intact.
+//! - Batches: [`GroBatch`] reads up to a batch of receives (datagrams or merged runs) in one `recvmmsg`;
+//!   [`send_many`] sends datagrams to one address in one `sendmmsg`.
 
 use std::{io, net::SocketAddr, os::fd::RawFd};
 
@@ -51,6 +53,40 @@ pub fn send_gso(fd: RawFd, to: SocketAddr, segment: u16, buf: &[u8]) -> io::Resu
     if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
+/// Sends each of `payloads` to `to` as its own datagram, in as few `sendmmsg` calls as the kernel takes, without
+/// blocking; returns how many left (the rest met a full socket buffer or an error: a router drops them).
+pub fn send_many(fd: RawFd, to: SocketAddr, payloads: &[&[u8]]) -> usize {
+    let addr = socket2::SockAddr::from(to);
+    let mut iovecs: Vec<libc::iovec> =
+        payloads.iter().map(|p| libc::iovec { iov_base: p.as_ptr().cast_mut().cast(), iov_len: p.len() }).collect();
+    // SAFETY: all-zero is a valid mmsghdr.
+    let mut headers: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; payloads.len()];
+    for (header, iov) in headers.iter_mut().zip(iovecs.iter_mut()) {
+        header.msg_hdr.msg_name = addr.as_ptr().cast_mut().cast();
+        header.msg_hdr.msg_namelen = addr.len();
+        header.msg_hdr.msg_iov = iov;
+        header.msg_hdr.msg_iovlen = 1;
+    }
+    let (mut at, mut sent) = (0, 0);
+    while at < headers.len() {
+        let left = headers.len() - at;
+        // SAFETY: headers[at..] point at `addr` and `iovecs`, which outlive the call.
+        let n = unsafe { libc::sendmmsg(fd, headers[at..].as_mut_ptr(), left as libc::c_uint, libc::MSG_DONTWAIT) };
+        if n >= 0 {
+            at += n as usize;
+            sent += n as usize;
+            continue;
+        }
+        match io::Error::last_os_error().kind() {
+            io::ErrorKind::Interrupted => {}
+            io::ErrorKind::WouldBlock => break,
+            // The datagram at `at` failed on its own (too large, say): skip it, send the rest.
+            _ => at += 1,
+        }
+    }
+    sent
+}
+
 /// Asks the kernel to hand `fd` merged same-flow datagrams (when the receiving device merged them).
 pub fn enable_gro(fd: RawFd) -> io::Result<()> {
     sys::set_int_opt(fd, libc::SOL_UDP, UDP_GRO, 1)
@@ -80,52 +116,125 @@ impl GroBuffer {
     }
 }
 
-/// One receive into `buf` (nonblocking as the socket is), with the segment size of a merged buffer. A datagram
-/// larger than `buf` is an error (`InvalidData`): a merged buffer cut short would lose datagrams silently.
-pub fn recv_gro(fd: RawFd, buf: &mut [u8]) -> io::Result<GroBuffer> {
-    // SAFETY: all-zero is a valid sockaddr_storage and msghdr.
-    let mut name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut control = [0u64; GRO_CONTROL_WORDS];
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-    // SAFETY: as above.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
-    msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = size_of_val(&control);
-    // SAFETY: every pointer in msg points at a live buffer of the length given beside it.
-    let n = unsafe { libc::recvmsg(fd, &mut msg, 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
+/// Buffers for one `recvmmsg` of up to `count` receives on a GRO socket, each a datagram or a merged run.
+pub struct GroBatch {
+    /// `count` buffers of `buf_len` bytes, back to back (resident only where datagrams reached).
+    bufs: Vec<u8>,
+    buf_len: usize,
+    names: Vec<libc::sockaddr_storage>,
+    controls: Vec<[u64; GRO_CONTROL_WORDS]>,
+    iovecs: Vec<libc::iovec>,
+    headers: Vec<libc::mmsghdr>,
+    /// What the last call got, with the index of the buffer holding it.
+    received: Vec<(GroBuffer, usize)>,
+}
+
+// SAFETY: the raw pointers in `iovecs` and `headers` point into the batch's own heap buffers (which move with
+// it) and are rewritten before every call; nothing else holds them.
+unsafe impl Send for GroBatch {}
+
+impl std::fmt::Debug for GroBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroBatch").field("received", &self.received.len()).finish()
     }
-    if msg.msg_flags & libc::MSG_TRUNC != 0 {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "datagram larger than the receive buffer"));
+}
+
+impl GroBatch {
+    /// Room for `count` receives of up to `buf_len` bytes each.
+    pub fn new(count: usize, buf_len: usize) -> Self {
+        Self {
+            bufs: vec![0u8; count * buf_len],
+            buf_len,
+            // SAFETY: sockaddr_storage, iovec and mmsghdr are plain C structs for which all-zero is valid.
+            names: vec![unsafe { std::mem::zeroed() }; count],
+            controls: vec![[0u64; GRO_CONTROL_WORDS]; count],
+            // SAFETY: as above.
+            iovecs: vec![unsafe { std::mem::zeroed() }; count],
+            // SAFETY: as above.
+            headers: vec![unsafe { std::mem::zeroed() }; count],
+            received: Vec::with_capacity(count),
+        }
     }
-    let len = n as usize;
-    // SAFETY: the kernel wrote msg_namelen bytes of a socket address into `name`.
-    let name_bytes = unsafe {
-        std::slice::from_raw_parts((&name as *const libc::sockaddr_storage).cast::<u8>(), msg.msg_namelen as usize)
-    };
-    let from = sys::sockaddr_from_bytes(name_bytes)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no sender address"))?;
-    let mut segment = len;
-    // SAFETY: the control buffer and msg_controllen are what the kernel filled; CMSG_FIRSTHDR/NXTHDR stay within
-    // them and CMSG_DATA of a UDP_GRO cmsg holds an int (read unaligned).
+
+    /// Receives what is queued, up to the batch's size, without blocking (`WouldBlock` when nothing is). A
+    /// receive larger than its buffer or without a sender address is left out and counted in the second value.
+    pub fn recv(&mut self, fd: RawFd) -> io::Result<(usize, usize)> {
+        self.received.clear();
+        let count = self.headers.len();
+        for i in 0..count {
+            let buf = &mut self.bufs[i * self.buf_len..(i + 1) * self.buf_len];
+            self.iovecs[i] = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+            let header = &mut self.headers[i].msg_hdr;
+            header.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
+            header.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            header.msg_iov = &mut self.iovecs[i];
+            header.msg_iovlen = 1;
+            header.msg_control = self.controls[i].as_mut_ptr().cast();
+            header.msg_controllen = size_of::<[u64; GRO_CONTROL_WORDS]>();
+            header.msg_flags = 0;
+            self.headers[i].msg_len = 0;
+        }
+        // SAFETY: every header points at buffers owned by `self` that outlive the call, with their lengths.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.headers.as_mut_ptr(),
+                count as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut bad = 0;
+        for i in 0..n as usize {
+            let header = &self.headers[i].msg_hdr;
+            // SAFETY: the kernel wrote msg_namelen bytes of a socket address into names[i].
+            let name = unsafe {
+                std::slice::from_raw_parts(
+                    (&self.names[i] as *const libc::sockaddr_storage).cast::<u8>(),
+                    (header.msg_namelen as usize).min(size_of::<libc::sockaddr_storage>()),
+                )
+            };
+            let (Some(from), false) = (sys::sockaddr_from_bytes(name), header.msg_flags & libc::MSG_TRUNC != 0) else {
+                bad += 1;
+                continue;
+            };
+            let len = self.headers[i].msg_len as usize;
+            // SAFETY: the header's control fields describe what the kernel filled for this message.
+            let segment = unsafe { gro_segment(header) }.unwrap_or(len);
+            self.received.push((GroBuffer { len, from, segment }, i));
+        }
+        Ok((self.received.len(), bad))
+    }
+
+    /// What the last call received, each with its bytes, in arrival order.
+    pub fn received(&self) -> impl Iterator<Item = (GroBuffer, &[u8])> {
+        self.received.iter().map(|&(got, i)| (got, &self.bufs[i * self.buf_len..][..got.len]))
+    }
+}
+
+/// The segment size a `UDP_GRO` control message of `msg` gives, if any.
+///
+/// # Safety
+/// `msg.msg_control` / `msg_controllen` must describe the control bytes the kernel filled for `msg`.
+unsafe fn gro_segment(msg: &libc::msghdr) -> Option<usize> {
+    // SAFETY: CMSG_FIRSTHDR/NXTHDR stay within the control buffer the caller vouches for; the data of a UDP_GRO
+    // cmsg is an int, read unaligned.
     unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
         while !cmsg.is_null() {
             if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == UDP_GRO {
                 let size = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
                 if size > 0 {
-                    segment = size as usize;
+                    return Some(size as usize);
                 }
             }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
         }
     }
-    Ok(GroBuffer { len, from, segment })
+    None
 }
 
 #[cfg(test)]
@@ -148,26 +257,93 @@ mod tests {
         assert_eq!(single.count(), 1);
     }
 
-    #[test]
-    fn a_gro_socket_reads_single_datagrams_with_their_sender_and_size() {
-        // Loopback does no GRO: each datagram comes alone, its segment size its length.
+    fn pair() -> (UdpSocket, UdpSocket) {
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
         enable_gro(rx.as_raw_fd()).unwrap();
-        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        tx.send_to(&[7u8; 300], rx.local_addr().unwrap()).unwrap();
-        let mut buf = vec![0u8; 65_535];
-        let got = recv_gro(rx.as_raw_fd(), &mut buf).unwrap();
-        assert_eq!(got, GroBuffer { len: 300, from: tx.local_addr().unwrap(), segment: 300 });
-        assert!(buf[..300].iter().all(|&b| b == 7));
+        rx.set_nonblocking(true).unwrap();
+        (rx, UdpSocket::bind("127.0.0.1:0").unwrap())
     }
 
     #[test]
-    fn a_datagram_larger_than_the_buffer_is_an_error_not_a_silent_cut() {
-        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        tx.send_to(&[1u8; 100], rx.local_addr().unwrap()).unwrap();
-        let mut buf = [0u8; 10];
-        let e = recv_gro(rx.as_raw_fd(), &mut buf).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+    fn a_batch_reads_what_is_queued_in_order_with_senders_and_sizes_then_would_block() {
+        let (rx, a) = pair();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = rx.local_addr().unwrap();
+        for i in 0..6u8 {
+            let from = if i % 2 == 0 { &a } else { &b };
+            from.send_to(&vec![i; 100 + usize::from(i)], to).unwrap();
+        }
+        let mut batch = GroBatch::new(4, 65_535);
+        let mut got = Vec::new();
+        for expect in [4, 2] {
+            assert_eq!(batch.recv(rx.as_raw_fd()).unwrap(), (expect, 0));
+            got.extend(batch.received().map(|(r, bytes)| (r.from, r.segment, bytes.to_vec())));
+        }
+        assert_eq!(batch.recv(rx.as_raw_fd()).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        let want: Vec<_> = (0..6u8)
+            .map(|i| {
+                let from = if i % 2 == 0 { &a } else { &b };
+                (from.local_addr().unwrap(), 100 + usize::from(i), vec![i; 100 + usize::from(i)])
+            })
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_gso_send_to_a_gro_socket_on_loopback_is_read_as_one_merged_run() {
+        // Loopback hands a GSO send to a GRO socket unsegmented: one receive, its segment size in the cmsg.
+        let (rx, tx) = pair();
+        let payload: Vec<u8> = (0..2_500u32).map(|i| i as u8).collect();
+        send_gso(tx.as_raw_fd(), rx.local_addr().unwrap(), 1_000, &payload).unwrap();
+        let mut batch = GroBatch::new(8, 65_535);
+        assert_eq!(batch.recv(rx.as_raw_fd()).unwrap(), (1, 0));
+        let (got, bytes) = batch.received().next().unwrap();
+        assert_eq!((got.len, got.segment, got.count()), (2_500, 1_000, 3));
+        assert_eq!(got.segments(bytes).map(<[u8]>::len).collect::<Vec<_>>(), [1_000, 1_000, 500]);
+        assert_eq!(bytes, payload);
+    }
+
+    #[test]
+    fn a_receive_larger_than_its_buffer_is_counted_and_left_out_not_cut() {
+        let (rx, tx) = pair();
+        let to = rx.local_addr().unwrap();
+        tx.send_to(&[1u8; 10], to).unwrap();
+        tx.send_to(&[2u8; 100], to).unwrap();
+        tx.send_to(&[3u8; 20], to).unwrap();
+        let mut batch = GroBatch::new(8, 50);
+        assert_eq!(batch.recv(rx.as_raw_fd()).unwrap(), (2, 1));
+        let got: Vec<Vec<u8>> = batch.received().map(|(_, bytes)| bytes.to_vec()).collect();
+        assert_eq!(got, [vec![1u8; 10], vec![3u8; 20]]);
+    }
+
+    #[test]
+    fn send_many_delivers_each_payload_as_its_own_datagram_in_order() {
+        let (rx, tx) = pair();
+        tx.set_nonblocking(true).unwrap();
+        let payloads: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 1 + usize::from(i) * 30]).collect();
+        let slices: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        assert_eq!(send_many(tx.as_raw_fd(), rx.local_addr().unwrap(), &slices), 40);
+        let mut batch = GroBatch::new(64, 65_535);
+        let mut got = Vec::new();
+        while let Ok((n, _)) = batch.recv(rx.as_raw_fd()) {
+            assert!(n > 0);
+            got.extend(batch.received().map(|(r, bytes)| {
+                assert_eq!(r.count(), 1);
+                bytes.to_vec()
+            }));
+        }
+        assert_eq!(got, payloads);
+    }
+
+    #[test]
+    fn send_many_skips_a_datagram_the_kernel_refuses_and_sends_the_rest() {
+        let (rx, tx) = pair();
+        let too_big = vec![0u8; 70_000];
+        let payloads: [&[u8]; 3] = [b"one", &too_big, b"three"];
+        assert_eq!(send_many(tx.as_raw_fd(), rx.local_addr().unwrap(), &payloads), 2);
+        let mut batch = GroBatch::new(8, 65_535);
+        batch.recv(rx.as_raw_fd()).unwrap();
+        let got: Vec<Vec<u8>> = batch.received().map(|(_, bytes)| bytes.to_vec()).collect();
+        assert_eq!(got, [b"one".to_vec(), b"three".to_vec()]);
     }
 }

@@ -88,7 +88,6 @@ impl Gateway {
         daemon_mark: u32,
         relay: Arc<worker::RelayContext>,
         dns: Option<Arc<dns::Intercept>>,
-        replies: Arc<dns::Replies>,
         links: &LinkCache,
     ) -> Result<Self, GatewayError> {
         let checker = relay.outbounds.spawn_checker()?;
@@ -120,7 +119,7 @@ impl Gateway {
                 socks
                     .set(steer_slot(w, ipv6, true), &socket, 0)
                     .map_err(|source| GatewayError::Op { name: MAP_STEER_SOCKS, source })?;
-                let udp_relay = udp::UdpRelay::new(Arc::clone(&relay), Arc::clone(&replies), Arc::clone(&udp))?;
+                let udp_relay = udp::UdpRelay::new(Arc::clone(&relay), Arc::clone(&udp))?;
                 let (intercept, reader, stop) = (dns.clone(), links.reader(), Arc::clone(&stop));
                 workers.push(
                     std::thread::Builder::new()
@@ -181,6 +180,8 @@ impl Gateway {
             ("udp_dropped", udp.dropped.load(Relaxed)),
             ("udp_gso_sends", udp.gso_sends.load(Relaxed)),
             ("udp_gro_receives", udp.gro_receives.load(Relaxed)),
+            ("udp_reply_reads", udp.reply_reads.load(Relaxed)),
+            ("udp_associations_failed", udp.associations_failed.load(Relaxed)),
             ("udp_recv_ring_empty", udp.recv_ring_empty.load(Relaxed)),
             ("udp_quic_sniffed", udp.quic_sniffed.load(Relaxed)),
             ("udp_quic_rerouted", udp.quic_rerouted.load(Relaxed)),

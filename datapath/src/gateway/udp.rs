@@ -9,12 +9,17 @@
 //! - Proxied datagrams are relayed in full-cone sessions keyed by the client's address and the node its group
 //!   picked: one upstream socket per session (the daemon's mark), directly or through a SOCKS5 UDP association.
 //!   Replies from any remote address go back to the client from a transparent socket bound to that address, so
-//!   the client sees the server it talks to. A run of same-size datagrams of one session leaves in one UDP GSO
+//!   the client sees the server it talks to: read up to 16 at a time (`recvmmsg`), each run from one remote
+//!   sent in one `sendmmsg` on this worker's own socket for that address. A run of same-size datagrams of one session leaves in one UDP GSO
 //!   send (`UDP_SEGMENT`): one trip through the stack instead of one per datagram. Session sockets ask for
 //!   merged receives (`UDP_GRO`, `dae run --udp-gro off` or `DAE_UDP_GRO=off` turns it off): where the WAN
 //!   device's GRO merged a remote's datagrams, they are read at once and go back to the client in one GSO send,
 //!   boundaries intact ([`super::gso`]). Sessions end after dae's idle timeouts (30 s; 2 min for QUIC on
 //!   port 443; 17 s for DNS) and are bounded per worker; a datagram past the bound is dropped and counted.
+//!
+//! A SOCKS5 UDP association is opened without blocking the worker: its control connection's connect and
+//! handshake are advanced by readiness events in the worker's epoll set while the session's first datagrams wait
+//! (a proxy named by host name is associated on a thread, which wakes the worker through an eventfd).
 //!
 //! One thread per worker (per core and family) does both directions: its epoll set holds the steering socket
 //! and every session's socket, so sessions cost no thread; idle sessions are swept every second.
@@ -28,6 +33,7 @@ use std::{
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc::{Receiver, TryRecvError},
     },
     time::{Duration, Instant},
 };
@@ -36,7 +42,7 @@ use config::rules::L4;
 use datapath_abi::{FlowKey, FlowTag, flow::flow_hash, route::outbound};
 use dns::service::sys;
 use relay::{
-    outbound::{Node, NodeId, Protocol, UdpAssociation, associate, socks5},
+    outbound::{Dialing, Node, NodeId, Protocol, UdpAssociation, associate, socks5},
     sniff::{
         quic::{Outcome, QuicSessions},
         route::{Transport, decide, should_sniff},
@@ -46,7 +52,7 @@ use socket2::{Domain, Socket, Type};
 use tracing::{debug, info, warn};
 
 use super::{
-    dns::{DNS_PORT, Intercept, Replies},
+    dns::{DNS_PORT, Intercept, MAX_REPLY_SOCKETS, in_family_of, reply_socket},
     gso::{self, MAX_GSO_BYTES, MAX_GSO_SEGMENTS, send_gso},
     uring::{self, UringReceiver},
     worker::{Choice, DIAL_TIMEOUT, RelayContext, reroute},
@@ -63,6 +69,9 @@ pub const QUIC_TIMEOUT: Duration = Duration::from_secs(120);
 pub const DNS_TIMEOUT: Duration = Duration::from_secs(17);
 /// Largest datagram relayed.
 const MAX_DATAGRAM: usize = 65_535;
+/// Receives read from a session socket per `recvmmsg` (each buffer holds any datagram or merged run; pages
+/// become resident only where replies reach).
+const REPLY_BATCH: usize = 16;
 
 /// What the UDP relay counts.
 #[derive(Debug, Default)]
@@ -81,11 +90,15 @@ pub struct UdpCounters {
     pub dropped: AtomicU64,
     /// GSO sends (each carried several datagrams of one session in one system call).
     pub gso_sends: AtomicU64,
+    /// `recvmmsg` calls on session sockets that read something (replies over this: receives per call).
+    pub reply_reads: AtomicU64,
     /// Session receives that the kernel's GRO merged (each carried several datagrams of one remote).
     pub gro_receives: AtomicU64,
     /// Times an io_uring receiver's buffer ring ran dry (its multishot request ended and was re-armed; datagrams
     /// waited in the socket meanwhile, none was lost).
     pub recv_ring_empty: AtomicU64,
+    /// SOCKS5 UDP associations that failed or timed out (their sessions' waiting datagrams are counted dropped).
+    pub associations_failed: AtomicU64,
     /// QUIC flows whose Initial named the server.
     pub quic_sniffed: AtomicU64,
     /// QUIC flows the sniffed name routed elsewhere than the kernel did.
@@ -117,11 +130,59 @@ struct Session {
     timeout: Duration,
 }
 
+/// Datagrams a session keeps while its SOCKS5 association is being opened; more are dropped.
+const MAX_WAITING: usize = 64;
+
+/// A session whose SOCKS5 UDP association is being opened; its datagrams wait.
+#[derive(Debug)]
+struct Opening {
+    how: Associating,
+    /// Past this the attempt fails (the dial timeout).
+    deadline: Instant,
+    /// The first destination (it sets the session's timeout).
+    dst: SocketAddr,
+    /// Datagrams (destination, payload) waiting for the session, at most [`MAX_WAITING`].
+    queued: Vec<(SocketAddr, Vec<u8>)>,
+}
+
+/// How an association is being opened.
+#[derive(Debug)]
+enum Associating {
+    /// On a non-blocking control connection in the worker's epoll set (under the token beside it).
+    Dialing(Box<Dialing>, u64),
+    /// On a thread (a proxy named by host name), which answers here and wakes the worker.
+    Thread(Receiver<io::Result<UdpAssociation>>),
+}
+
+/// What [`UdpRelay::session`] found.
+enum Lookup {
+    Open(Arc<Session>),
+    Opening,
+}
+
 /// Where a flow's datagrams go: through a node (`None`: from the gateway directly), or nowhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
     Via(Option<NodeId>),
     Drop,
+}
+
+/// Replies from one remote waiting to leave together.
+#[derive(Default)]
+struct ReplyRun<'b> {
+    from: Option<SocketAddr>,
+    payloads: Vec<&'b [u8]>,
+}
+
+impl<'b> ReplyRun<'b> {
+    /// Adds a datagram from `from`; a different remote sends the run so far first.
+    fn push(&mut self, relay: &UdpRelay, from: SocketAddr, payload: &'b [u8], client: SocketAddr) {
+        if self.from.is_some_and(|current| current != from) {
+            relay.send_run(self, client);
+        }
+        self.from = Some(from);
+        self.payloads.push(payload);
+    }
 }
 
 /// Flows decided (by the kernel's group, or by a sniffed QUIC name), so later datagrams skip routing.
@@ -132,6 +193,8 @@ type SessionKey = (SocketAddr, Option<NodeId>);
 
 /// The epoll token of the steering socket; sessions use their own numbers.
 const STEER_TOKEN: u64 = u64::MAX;
+/// The epoll token of the association threads' wake eventfd.
+const WAKE_TOKEN: u64 = u64::MAX - 1;
 /// How often idle sessions are looked for (and at most how long the worker sleeps).
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
@@ -139,15 +202,21 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct UdpRelay {
     cx: Arc<RelayContext>,
-    replies: Arc<Replies>,
     /// The worker's epoll set: its steering socket and every session's socket.
     epoll: sys::Epoll,
     sessions: RefCell<HashMap<SessionKey, Arc<Session>>>,
     /// Session keys by epoll token.
     tokens: RefCell<HashMap<u64, SessionKey>>,
+    /// Sessions whose SOCKS5 association is being opened, and their keys by the control connection's epoll token.
+    opening: RefCell<HashMap<SessionKey, Opening>>,
+    opening_tokens: RefCell<HashMap<u64, SessionKey>>,
+    /// Written by the threads that open associations for proxies named by host name (epoll token [`WAKE_TOKEN`]).
+    wake: Arc<std::os::fd::OwnedFd>,
     next_token: Cell<u64>,
-    /// Where replies are read (one per worker: a datagram of any size fits).
-    reply_buf: Box<[u8]>,
+    /// Where replies are read: [`REPLY_BATCH`] receives of any size (a merged run included).
+    reply_batch: gso::GroBatch,
+    /// Transparent sockets replies leave from, by the remote address they carry (this worker's own).
+    reply_sockets: RefCell<HashMap<SocketAddr, UdpSocket>>,
     epoch: Instant,
     /// QUIC sniff sessions: the first datagrams of a proxied flow are held until its Initial names the server.
     quic: QuicSessions<(SocketAddr, SocketAddr), Vec<u8>>,
@@ -296,10 +365,17 @@ pub fn serve(
     while !stop.load(Ordering::Relaxed) {
         let n = relay.epoll.wait(&mut events, 200).unwrap_or(0);
         for event in &events[..n] {
-            match event.u64 {
+            // A copy: epoll_event is packed.
+            let token = event.u64;
+            match token {
                 STEER_TOKEN => receive_steered(fd, &mut batch, &mut relay, dns.as_deref(), &mut links),
+                WAKE_TOKEN => sys::eventfd_read(relay.wake.as_raw_fd()),
+                token if relay.opening_tokens.borrow().contains_key(&token) => relay.on_association_ready(token),
                 token => relay.read_replies(token),
             }
+        }
+        if !relay.opening.borrow().is_empty() {
+            relay.check_associations(Instant::now());
         }
         if last_sweep.elapsed() >= SWEEP_EVERY {
             last_sweep = Instant::now();
@@ -350,15 +426,21 @@ fn receive_steered(
 
 impl UdpRelay {
     /// An empty session table for one worker.
-    pub fn new(cx: Arc<RelayContext>, replies: Arc<Replies>, counters: Arc<UdpCounters>) -> io::Result<Self> {
+    pub fn new(cx: Arc<RelayContext>, counters: Arc<UdpCounters>) -> io::Result<Self> {
+        let epoll = sys::Epoll::new()?;
+        let wake = Arc::new(sys::eventfd()?);
+        epoll.add(wake.as_raw_fd(), WAKE_TOKEN, sys::IN)?;
         Ok(Self {
             cx,
-            replies,
-            epoll: sys::Epoll::new()?,
+            epoll,
             sessions: RefCell::default(),
             tokens: RefCell::default(),
+            opening: RefCell::default(),
+            opening_tokens: RefCell::default(),
+            wake,
             next_token: Cell::new(0),
-            reply_buf: vec![0u8; MAX_DATAGRAM].into_boxed_slice(),
+            reply_batch: gso::GroBatch::new(REPLY_BATCH, MAX_DATAGRAM),
+            reply_sockets: RefCell::default(),
             epoch: Instant::now(),
             quic: QuicSessions::default(),
             routes: HashMap::new(),
@@ -368,14 +450,15 @@ impl UdpRelay {
     }
 
     /// Sends what the remotes of session `token` answered back to its client, each datagram from the remote's
-    /// own address, until its socket is drained; a socket error ends the session. A merged (GRO) receive from a
-    /// direct remote leaves in one GSO send; a SOCKS5 relay's is split and unwrapped datagram by datagram.
+    /// own address, reading up to [`REPLY_BATCH`] receives per `recvmmsg` until the socket is drained; a socket
+    /// error ends the session. Runs of single datagrams from one remote leave in one `sendmmsg`; a merged (GRO)
+    /// receive from a direct remote leaves in one GSO send; a SOCKS5 relay's are split and unwrapped.
     fn read_replies(&mut self, token: u64) {
         let Some(key) = self.tokens.borrow().get(&token).copied() else { return };
         let Some(session) = self.sessions.borrow().get(&key).cloned() else { return };
         let fd = session.socket.as_raw_fd();
         loop {
-            let got = match gso::recv_gro(fd, &mut self.reply_buf) {
+            let (count, bad) = match self.reply_batch.recv(fd) {
                 Ok(got) => got,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -385,7 +468,20 @@ impl UdpRelay {
                     return;
                 }
             };
+            self.counters.reply_reads.fetch_add(1, Ordering::Relaxed);
+            self.counters.dropped.fetch_add(bad as u64, Ordering::Relaxed);
             session.last.store(ms_since(self.epoch), Ordering::Relaxed);
+            self.reply_batch_to(&session);
+            if count + bad < REPLY_BATCH {
+                return;
+            }
+        }
+    }
+
+    /// Sends the last batch read on `session`'s socket back to its client.
+    fn reply_batch_to(&self, session: &Session) {
+        let mut run = ReplyRun::default();
+        for (got, bytes) in self.reply_batch.received() {
             let count = got.count() as u64;
             if count > 1 {
                 self.counters.gro_receives.fetch_add(1, Ordering::Relaxed);
@@ -393,8 +489,10 @@ impl UdpRelay {
             match &session.via {
                 // A merged buffer has a GSO send's layout: it leaves whole, its boundaries intact.
                 Via::Direct if count > 1 && self.gso.get() && got.segment <= usize::from(u16::MAX) => {
-                    let buf = &self.reply_buf[..got.len];
-                    match self.replies.send_gso_from(got.from, session.client, got.segment as u16, buf) {
+                    self.send_run(&mut run, session.client);
+                    match self.with_reply_socket(got.from, session.client, |fd, to| {
+                        send_gso(fd, to, got.segment as u16, bytes)
+                    }) {
                         Ok(()) => {
                             self.counters.gso_sends.fetch_add(1, Ordering::Relaxed);
                             self.counters.replied.fetch_add(count, Ordering::Relaxed);
@@ -409,34 +507,56 @@ impl UdpRelay {
                             continue;
                         }
                     }
-                    self.reply_each(&session, got);
+                    got.segments(bytes).for_each(|datagram| run.push(self, got.from, datagram, session.client));
                 }
-                Via::Direct => self.reply_each(&session, got),
-                Via::Socks5 { relay, .. } if got.from == *relay => self.reply_each(&session, got),
+                Via::Direct => {
+                    got.segments(bytes).for_each(|datagram| run.push(self, got.from, datagram, session.client))
+                }
+                Via::Socks5 { relay, .. } if got.from == *relay => {
+                    for datagram in got.segments(bytes) {
+                        match socks5::decode_udp_datagram(datagram) {
+                            Ok((socks5::Address::Ip(remote), payload)) => {
+                                run.push(self, remote, payload, session.client)
+                            }
+                            _ => self.drop_one(),
+                        }
+                    }
+                }
                 Via::Socks5 { .. } => {}
             }
         }
+        self.send_run(&mut run, session.client);
     }
 
-    /// Sends the datagrams of one receive on `session` back to its client one by one (a SOCKS5 relay's are
-    /// unwrapped first).
-    fn reply_each(&self, session: &Session, got: gso::GroBuffer) {
-        for datagram in got.segments(&self.reply_buf) {
-            let (remote, payload) = match &session.via {
-                Via::Direct => (got.from, datagram),
-                Via::Socks5 { .. } => match socks5::decode_udp_datagram(datagram) {
-                    Ok((socks5::Address::Ip(remote), payload)) => (remote, payload),
-                    _ => {
-                        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                },
-            };
-            match self.replies.send_from(remote, session.client, payload) {
-                Ok(()) => self.counters.replied.fetch_add(1, Ordering::Relaxed),
-                Err(_) => self.counters.dropped.fetch_add(1, Ordering::Relaxed),
-            };
+    /// Sends `run` to `client` from its remote's address (one `sendmmsg`) and empties it.
+    fn send_run(&self, run: &mut ReplyRun<'_>, client: SocketAddr) {
+        let Some(from) = run.from else { return };
+        let sent =
+            self.with_reply_socket(from, client, |fd, to| Ok(gso::send_many(fd, to, &run.payloads))).unwrap_or(0);
+        self.counters.replied.fetch_add(sent as u64, Ordering::Relaxed);
+        self.counters.dropped.fetch_add((run.payloads.len() - sent) as u64, Ordering::Relaxed);
+        run.payloads.clear();
+        run.from = None;
+    }
+
+    /// Runs `send` on this worker's transparent socket bound to `from` (opened on first use; a full table starts
+    /// over), with `to` in the socket's family.
+    fn with_reply_socket<T>(
+        &self,
+        from: SocketAddr,
+        to: SocketAddr,
+        send: impl FnOnce(std::os::fd::RawFd, SocketAddr) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let mut sockets = self.reply_sockets.borrow_mut();
+        if !sockets.contains_key(&from) {
+            if sockets.len() >= MAX_REPLY_SOCKETS {
+                sockets.clear();
+            }
+            let socket = reply_socket(from)?;
+            socket.set_nonblocking(true)?;
+            sockets.insert(from, socket);
         }
+        send(sockets[&from].as_raw_fd(), in_family_of(from, to))
     }
 
     /// Ends every session idle for its timeout (closing its socket takes it out of the epoll set).
@@ -600,7 +720,14 @@ impl UdpRelay {
                 }
             };
             let session = match self.session(client, dst, node) {
-                Ok(session) => session,
+                Ok(Lookup::Open(session)) => session,
+                Ok(Lookup::Opening) => {
+                    match self.opening.borrow_mut().get_mut(&(client, node)) {
+                        Some(opening) if opening.queued.len() < MAX_WAITING => opening.queued.push((dst, payload)),
+                        _ => self.drop_one(),
+                    }
+                    continue;
+                }
                 Err(e) => {
                     debug!(%client, %dst, error = %e, "no UDP session");
                     self.drop_one();
@@ -682,24 +809,57 @@ impl UdpRelay {
         self.counters.dropped.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The session of (`client`, `node`), opened on first use.
-    fn session(&self, client: SocketAddr, dst: SocketAddr, node: Option<NodeId>) -> io::Result<Arc<Session>> {
+    /// The session of (`client`, `node`): open, being opened (its SOCKS5 association is on its way: the datagram
+    /// waits), or opened now (directly, or through a node whose association starts here).
+    fn session(&self, client: SocketAddr, dst: SocketAddr, node: Option<NodeId>) -> io::Result<Lookup> {
         if let Some(session) = self.sessions.borrow().get(&(client, node)) {
-            return Ok(Arc::clone(session));
+            return Ok(Lookup::Open(Arc::clone(session)));
         }
-        if self.sessions.borrow().len() >= MAX_SESSIONS {
+        if self.opening.borrow().contains_key(&(client, node)) {
+            return Ok(Lookup::Opening);
+        }
+        if self.sessions.borrow().len() + self.opening.borrow().len() >= MAX_SESSIONS {
             return Err(io::Error::other("session bound reached"));
         }
-        let mark = self.cx.daemon_mark;
-        let via = match node.map(|id| self.cx.outbounds.node(id)) {
-            None | Some(Node::Direct) => Via::Direct,
+        let proxy = match node.map(|id| self.cx.outbounds.node(id)) {
+            None | Some(Node::Direct) => return self.open_session(client, dst, node, Via::Direct).map(Lookup::Open),
             Some(Node::Block) => return Err(io::Error::other("blocked")),
-            Some(Node::Proxy(proxy)) if proxy.protocol == Protocol::Socks5 => {
-                let association = associate(proxy, self.cx.outbounds.mark(), DIAL_TIMEOUT)?;
-                Via::Socks5 { relay: association.relay(), _association: association }
-            }
+            Some(Node::Proxy(proxy)) if proxy.protocol == Protocol::Socks5 => proxy,
             Some(Node::Proxy(_)) => return Err(io::Error::other("an HTTP CONNECT node cannot carry UDP")),
         };
+        let mark = self.cx.outbounds.mark();
+        let how = match Dialing::associate(proxy, mark)? {
+            Some(dialing) => {
+                let token = self.next_token();
+                self.epoll.add(dialing.stream().as_raw_fd(), token, sys::IN | sys::OUT | libc::EPOLLET as u32)?;
+                self.opening_tokens.borrow_mut().insert(token, (client, node));
+                Associating::Dialing(Box::new(dialing), token)
+            }
+            // A proxy named by host name: the system resolver blocks, so the association is opened on a thread.
+            None => {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let (proxy, wake) = (proxy.clone(), Arc::clone(&self.wake));
+                std::thread::Builder::new().name("dae-associate".into()).spawn(move || {
+                    let _ = tx.send(associate(&proxy, mark, DIAL_TIMEOUT));
+                    sys::eventfd_write(wake.as_raw_fd());
+                })?;
+                Associating::Thread(rx)
+            }
+        };
+        let opening = Opening { how, deadline: Instant::now() + DIAL_TIMEOUT, dst, queued: Vec::new() };
+        self.opening.borrow_mut().insert((client, node), opening);
+        Ok(Lookup::Opening)
+    }
+
+    /// Opens the session of (`client`, `node`) to `dst` (its first destination, which sets its timeout) via `via`.
+    fn open_session(
+        &self,
+        client: SocketAddr,
+        dst: SocketAddr,
+        node: Option<NodeId>,
+        via: Via,
+    ) -> io::Result<Arc<Session>> {
+        let mark = self.cx.daemon_mark;
         let toward = match &via {
             Via::Direct => dst,
             Via::Socks5 { relay, .. } => *relay,
@@ -722,8 +882,7 @@ impl UdpRelay {
             DNS_PORT => DNS_TIMEOUT,
             _ => SESSION_TIMEOUT,
         };
-        let token = self.next_token.get();
-        self.next_token.set(token + 1);
+        let token = self.next_token();
         self.epoll.add(socket.as_raw_fd(), token, sys::IN)?;
         let last = AtomicU64::new(ms_since(self.epoch));
         let session = Arc::new(Session { socket, v6: toward.is_ipv6(), via, last, client, timeout });
@@ -732,5 +891,86 @@ impl UdpRelay {
         self.counters.sessions.fetch_add(1, Ordering::Relaxed);
         self.counters.active.fetch_add(1, Ordering::Relaxed);
         Ok(session)
+    }
+
+    fn next_token(&self) -> u64 {
+        let token = self.next_token.get();
+        self.next_token.set(token + 1);
+        token
+    }
+
+    /// Advances the association being opened under epoll `token` (its control connection is ready).
+    fn on_association_ready(&self, token: u64) {
+        let Some(key) = self.opening_tokens.borrow().get(&token).copied() else { return };
+        let done = match self.opening.borrow_mut().get_mut(&key).map(|opening| &mut opening.how) {
+            Some(Associating::Dialing(dialing, _)) => match dialing.poll() {
+                Ok(false) => return,
+                Ok(true) => Ok(()),
+                Err(e) => Err(e),
+            },
+            _ => return,
+        };
+        let Some(opening) = self.opening.borrow_mut().remove(&key) else { return };
+        self.opening_tokens.borrow_mut().remove(&token);
+        let Associating::Dialing(dialing, _) = opening.how else { return };
+        let association = done.and_then(|()| dialing.into_association());
+        self.opened(key, opening.dst, opening.queued, association);
+    }
+
+    /// Looks at the associations opened on threads (the wake eventfd fired) and at every association's deadline.
+    fn check_associations(&self, now: Instant) {
+        let mut ended: Vec<(SessionKey, io::Result<UdpAssociation>)> = Vec::new();
+        for (&key, opening) in self.opening.borrow().iter() {
+            let answer = match &opening.how {
+                Associating::Thread(rx) => match rx.try_recv() {
+                    Ok(answer) => Some(answer),
+                    Err(TryRecvError::Disconnected) => Some(Err(io::Error::other("the association thread died"))),
+                    Err(TryRecvError::Empty) => None,
+                },
+                Associating::Dialing(..) => None,
+            };
+            match answer {
+                Some(answer) => ended.push((key, answer)),
+                None if now >= opening.deadline => ended.push((
+                    key,
+                    Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the SOCKS5 proxy did not open the association in time",
+                    )),
+                )),
+                None => {}
+            }
+        }
+        for (key, answer) in ended {
+            let Some(opening) = self.opening.borrow_mut().remove(&key) else { continue };
+            if let Associating::Dialing(_, token) = opening.how {
+                self.opening_tokens.borrow_mut().remove(&token);
+            }
+            self.opened(key, opening.dst, opening.queued, answer);
+        }
+    }
+
+    /// An association attempt for `key` ended: the session opens and its waiting datagrams leave, or they are
+    /// dropped.
+    fn opened(
+        &self,
+        (client, node): SessionKey,
+        dst: SocketAddr,
+        queued: Vec<(SocketAddr, Vec<u8>)>,
+        association: io::Result<UdpAssociation>,
+    ) {
+        let session = association.and_then(|association| {
+            association.control().set_nonblocking(false)?;
+            let via = Via::Socks5 { relay: association.relay(), _association: association };
+            self.open_session(client, dst, node, via)
+        });
+        match session {
+            Ok(_) => self.send(queued.into_iter().map(|(dst, payload)| (client, dst, payload)).collect()),
+            Err(e) => {
+                debug!(%client, error = %e, "no SOCKS5 UDP association: the session's datagrams are dropped");
+                self.counters.associations_failed.fetch_add(1, Ordering::Relaxed);
+                self.counters.dropped.fetch_add(queued.len() as u64, Ordering::Relaxed);
+            }
+        }
     }
 }

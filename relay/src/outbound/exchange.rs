@@ -228,6 +228,8 @@ pub struct Dialing {
     mark: u32,
     /// The error of the last failed connect, reported when no address is left.
     last_error: Option<io::Error>,
+    /// What the proxy's SOCKS5 reply carried (a UDP ASSOCIATE's relay address), once the handshake is done.
+    bound: Option<Address>,
 }
 
 impl Dialing {
@@ -258,6 +260,27 @@ impl Dialing {
             rest,
             mark,
             last_error: None,
+            bound: None,
+        }))
+    }
+
+    /// Starts opening a SOCKS5 UDP association on `proxy` with SO_MARK `mark`, as [`socks5::associate`] does but
+    /// without blocking; finish with [`Dialing::into_association`] once [`Dialing::poll`] says done. `None` for a
+    /// proxy named by host name (see [`Dialing::start`]).
+    pub fn associate(proxy: &Proxy, mark: u32) -> io::Result<Option<Self>> {
+        let Host::Ip(ip) = proxy.server.host else { return Ok(None) };
+        let mut request = Vec::with_capacity(22);
+        socks5::encode_udp_associate(socks5::unspecified_like(ip), &mut request);
+        let exchange = Exchange::socks5(proxy.credentials.clone(), request);
+        let addr = SocketAddr::new(ip, proxy.server.port);
+        Ok(Some(Self {
+            stream: connect_nonblocking(addr, mark)?,
+            connected: false,
+            exchange: Some(exchange),
+            rest: Vec::new(),
+            mark,
+            last_error: None,
+            bound: None,
         }))
     }
 
@@ -283,13 +306,26 @@ impl Dialing {
         }
         match &mut self.exchange {
             None => Ok(true),
-            Some(exchange) => Ok(matches!(exchange.drive(&mut &self.stream)?, Progress::Done(_))),
+            Some(exchange) => match exchange.drive(&mut &self.stream)? {
+                Progress::Done(bound) => {
+                    self.bound = bound;
+                    Ok(true)
+                }
+                Progress::Pending => Ok(false),
+            },
         }
     }
 
     /// The dialled stream (still non-blocking).
     pub fn into_stream(self) -> TcpStream {
         self.stream
+    }
+
+    /// The association a finished [`Dialing::associate`] opened (its control connection still non-blocking).
+    pub fn into_association(self) -> io::Result<socks5::UdpAssociation> {
+        let bound = self.bound.ok_or_else(|| io::Error::other("the UDP association is not open yet"))?;
+        let proxy_ip = self.stream.peer_addr()?.ip();
+        socks5::UdpAssociation::new(self.stream, bound, proxy_ip)
     }
 
     /// A connect failed with `error`: tries the next address, or fails with the error when none is left.

@@ -312,6 +312,22 @@ pub struct UdpAssociation {
 }
 
 impl UdpAssociation {
+    /// The association whose ASSOCIATE reply named `bound`, on `control`, a connection to the proxy at
+    /// `proxy_ip`. A relay bound to an unspecified address is taken to be on the proxy's own address.
+    pub(crate) fn new(control: TcpStream, bound: Address, proxy_ip: IpAddr) -> io::Result<Self> {
+        let relay = match bound {
+            Address::Ip(relay) if relay.ip().is_unspecified() => SocketAddr::new(proxy_ip, relay.port()),
+            Address::Ip(relay) => relay,
+            Address::Domain(..) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "the proxy named its UDP relay by domain name; only IP relays are supported",
+                ));
+            }
+        };
+        Ok(Self { control, relay })
+    }
+
     /// Where to send datagrams (each prefixed with [`encode_udp_header`]) and whence replies come.
     pub fn relay(&self) -> SocketAddr {
         self.relay
@@ -331,24 +347,19 @@ pub fn associate(proxy: &Proxy, mark: u32, timeout: Duration) -> io::Result<UdpA
     let deadline = Deadline::after(timeout);
     let mut control = connect_endpoint(&proxy.server, mark, &deadline)?;
     let proxy_ip = control.peer_addr()?.ip();
-    let unspecified = match proxy_ip {
+    let mut request = Vec::with_capacity(22);
+    encode_udp_associate(unspecified_like(proxy_ip), &mut request);
+    let bound = with_deadline(&mut control, &deadline, |io| handshake(io, proxy.credentials.as_ref(), &request))?;
+    UdpAssociation::new(control, bound, proxy_ip)
+}
+
+/// The unspecified address and port 0 in `ip`'s family: the client address of a UDP ASSOCIATE that lets the
+/// proxy accept datagrams from any port of this host.
+pub(crate) fn unspecified_like(ip: IpAddr) -> SocketAddr {
+    match ip {
         IpAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
         IpAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
-    };
-    let mut request = Vec::with_capacity(22);
-    encode_udp_associate(unspecified, &mut request);
-    let bound = with_deadline(&mut control, &deadline, |io| handshake(io, proxy.credentials.as_ref(), &request))?;
-    let relay = match bound {
-        Address::Ip(relay) if relay.ip().is_unspecified() => SocketAddr::new(proxy_ip, relay.port()),
-        Address::Ip(relay) => relay,
-        Address::Domain(..) => {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "the proxy named its UDP relay by domain name; only IP relays are supported",
-            ));
-        }
-    };
-    Ok(UdpAssociation { control, relay })
+    }
 }
 
 #[cfg(test)]
