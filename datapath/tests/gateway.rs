@@ -869,6 +869,25 @@ fn relayed_connections_and_udp_sessions_cost_no_thread_and_half_close_carries_th
     let stats = stats_when(&daemon, "udp_forwarded", CONNECTIONS as u64 + 1);
     assert_eq!(stats["udp_forwarded"], CONNECTIONS as u64 + 1, "the large datagram went through the relay: {stats}");
     assert_eq!(stats["udp_dropped"], 0, "{stats}");
+
+    // All of it ran on one thread per core, each pinned to its core: no accept, UDP or relay thread besides.
+    let cores = std::thread::available_parallelism().unwrap().get().min(datapath_abi::steer::MAX_WORKERS as usize);
+    let mut core_threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap().trim().to_owned();
+        assert!(
+            !["dae-worker", "dae-udp", "dae-relay"].iter().any(|old| name.starts_with(old)),
+            "a per-family or per-role thread: {name}"
+        );
+        if let Some(core) = name.strip_prefix("dae-core-") {
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap();
+            let allowed = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap().trim().to_owned();
+            core_threads.push((core.to_owned(), allowed));
+        }
+    }
+    core_threads.sort();
+    let want: Vec<(String, String)> = (0..cores).map(|c| (c.to_string(), c.to_string())).collect();
+    assert_eq!(core_threads, want, "one thread per core, pinned (name suffix, allowed CPUs)");
 }
 
 /// Connections whose dial waits on a slow proxy are entries in their loop's table, not threads: 30 connections

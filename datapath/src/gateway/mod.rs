@@ -1,9 +1,10 @@
 //! The gateway: steering proxied flows to userspace workers and relaying them.
 //!
-//! Today: policy routing for steered packets ([`policy`]), workers that accept steered TCP connections on
-//! transparent listeners and relay them to their original destination ([`worker`]), and intercepted DNS to the
-//! forwarder ([`dns`]). Proxy outbounds, UDP relaying, io_uring workers and gateway-originated steering are
-//! issue 4's remaining work.
+//! One pinned thread per core ([`pump`]) serves that core's steering sockets: it accepts steered TCP connections
+//! from its transparent listeners, sets them up ([`setup`]: sniff, route, dial through the node the group picks,
+//! [`worker`]) and splices them; it relays the core's UDP in sessions ([`udp`], with GSO/GRO, [`gso`], and the
+//! io_uring steering receive, [`uring`]); intercepted DNS goes to the forwarder ([`dns`]). Steered packets reach
+//! the sockets by policy routing ([`policy`]); gateway-originated flows through a local device ([`local`]).
 
 pub mod dns;
 pub mod gso;
@@ -15,10 +16,7 @@ pub mod udp;
 pub mod uring;
 pub mod worker;
 
-use std::{
-    sync::{Arc, atomic::AtomicBool},
-    thread::JoinHandle,
-};
+use std::sync::Arc;
 
 use aya::{
     Ebpf,
@@ -56,15 +54,13 @@ pub struct Gateway {
     config: Array<MapData, SteerConfig>,
     steer: SteerConfig,
     _socks: SockMap<MapData>,
-    workers: Vec<JoinHandle<()>>,
-    stop: Arc<AtomicBool>,
     /// Intercepted DNS, when the forwarder runs.
     pub dns: Option<Arc<dns::Intercept>>,
     /// Outbounds and relay counters.
     pub relay: Arc<worker::RelayContext>,
     /// UDP relay counters (every worker).
     pub udp: Arc<udp::UdpCounters>,
-    /// The per-core TCP relay loops.
+    /// The per-core loops (TCP set-up and relay, UDP).
     pub pumps: Arc<pump::Pumps>,
     _checker: relay::outbound::Checker,
     /// The mark steered packets carry.
@@ -75,7 +71,7 @@ pub struct Gateway {
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gateway").field("workers", &self.workers.len()).finish_non_exhaustive()
+        f.debug_struct("Gateway").field("workers", &self.steer.workers).finish_non_exhaustive()
     }
 }
 
@@ -98,36 +94,26 @@ impl Gateway {
         let mut socks: SockMap<MapData> =
             SockMap::try_from(socks).map_err(|source| GatewayError::Op { name: MAP_STEER_SOCKS, source })?;
         let count = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_WORKERS as usize) as u32;
-        let stop = Arc::new(AtomicBool::new(false));
         let udp = Arc::new(udp::UdpCounters::default());
-        let pumps = Arc::new(pump::Pumps::with_setup(count as usize, Arc::clone(&relay), links)?);
-        let mut workers = Vec::new();
+        let mut cores = Vec::new();
         for w in 0..count {
+            let mut core = pump::CoreSockets::default();
             for ipv6 in [false, true] {
                 let listener = worker::transparent_listener(ipv6)?;
                 socks
                     .set(steer_slot(w, ipv6, false), &listener, 0)
                     .map_err(|source| GatewayError::Op { name: MAP_STEER_SOCKS, source })?;
-                let (intercept, reader, tcp_relay, pumps) =
-                    (dns.clone(), links.reader(), Arc::clone(&relay), Arc::clone(&pumps));
-                workers.push(
-                    std::thread::Builder::new()
-                        .name(format!("dae-worker-{w}"))
-                        .spawn(move || worker::serve(listener, tcp_relay, pumps, intercept, reader))?,
-                );
+                core.listeners.push(listener);
                 let socket = udp::steering_socket(ipv6)?;
                 socks
                     .set(steer_slot(w, ipv6, true), &socket, 0)
                     .map_err(|source| GatewayError::Op { name: MAP_STEER_SOCKS, source })?;
-                let udp_relay = udp::UdpRelay::new(Arc::clone(&relay), Arc::clone(&udp))?;
-                let (intercept, reader, stop) = (dns.clone(), links.reader(), Arc::clone(&stop));
-                workers.push(
-                    std::thread::Builder::new()
-                        .name(format!("dae-udp-{w}"))
-                        .spawn(move || udp::serve(socket, udp_relay, intercept, reader, stop))?,
-                );
+                let relay = udp::UdpRelay::new(Arc::clone(&relay), Arc::clone(&udp))?;
+                core.udp.push(udp::UdpSeed { socket, relay, dns: dns.clone(), links: links.reader() });
             }
+            cores.push(core);
         }
+        let pumps = Arc::new(pump::Pumps::with_setup(Arc::clone(&relay), links, cores, dns.clone())?);
         let flags = if dns.is_some() { STEER_F_DNS } else { 0 };
         let steer = SteerConfig { workers: count, tproxy_mark, daemon_mark, flags, local_ifindex: 0 };
         config.set(0, steer, 0).map_err(|source| GatewayError::Op { name: MAP_STEER_CONFIG, source })?;
@@ -141,20 +127,7 @@ impl Gateway {
         for group in relay.outbounds.groups().iter().filter(|group| group.nodes.is_empty()) {
             warn!(group = %group.name, "group has no node: connections routed to it are refused");
         }
-        Ok(Self {
-            config,
-            steer,
-            _socks: socks,
-            workers,
-            stop,
-            dns,
-            relay,
-            udp,
-            pumps,
-            _checker: checker,
-            tproxy_mark,
-            daemon_mark,
-        })
+        Ok(Self { config, steer, _socks: socks, dns, relay, udp, pumps, _checker: checker, tproxy_mark, daemon_mark })
     }
 
     /// The userspace counters: TCP relay, UDP sessions, intercepted DNS and the forwarder (summed over workers).
@@ -209,10 +182,9 @@ impl Gateway {
         self.config.set(0, self.steer, 0).map_err(|source| GatewayError::Op { name: MAP_STEER_CONFIG, source })
     }
 
-    /// Stops steering (the kernel lets proxied flows pass untouched again).
+    /// Stops steering (the kernel lets proxied flows pass untouched again); what is being relayed goes on until
+    /// the gateway is dropped.
     pub fn stop(&mut self) {
         let _ = self.config.set(0, SteerConfig::default(), 0);
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.workers.clear();
     }
 }

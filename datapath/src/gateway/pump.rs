@@ -1,7 +1,8 @@
-//! Per-core relay loops: a steered TCP connection is handed to the loop of one core (chosen by the flow's hash),
-//! which sets it up — sniff, route, dial ([`super::setup`]) — and then moves bytes both ways until both
-//! directions end. One pinned thread per core sets up and relays every connection of that core: no thread per
-//! connection or per direction.
+//! Per-core loops: one pinned thread per core does all of that core's work. It accepts the steered TCP
+//! connections of its transparent listeners (the kernel picked the core by flow hash), sets each up — sniff,
+//! route, dial ([`super::setup`]) — and then moves bytes both ways until both directions end; and it runs the
+//! core's UDP workers ([`super::udp::UdpWorker`]: steering receive, sessions, replies), whose epoll sets are
+//! nested in the loop's. No thread per connection, per direction, per family or per role.
 //!
 //! Each loop is an edge-triggered epoll set over non-blocking sockets. A direction moves bytes socket -> pipe ->
 //! socket with splice(2) (zero-copy; never `SPLICE_F_MORE`, so a short write leaves at once — dae's relay adds
@@ -18,18 +19,19 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, Instant};
 
-use datapath_abi::{FlowKey, flow::flow_hash};
 use dns::service::sys::{self, Epoll};
 use tracing::warn;
 
+use super::dns::Intercept;
 use super::setup::{Advance, Setup};
+use super::udp::{UdpSeed, UdpWorker};
 use super::worker::RelayContext;
 use crate::links::{LinkCache, LinkReader};
 
@@ -59,11 +61,26 @@ pub struct PumpCounters {
 
 /// What a loop is handed.
 enum Handoff {
-    /// A steered connection to set up: the client's socket and address.
-    Accepted(TcpStream, SocketAddr),
     /// A connection dialled on a thread (see [`super::setup`]): the client's socket and the upstream's.
     Relay(TcpStream, TcpStream),
 }
+
+/// What one core's loop serves besides the connections handed to it: the core's transparent listeners (one per
+/// family) and its UDP work (one per family).
+#[derive(Debug, Default)]
+pub struct CoreSockets {
+    /// Listeners in the steering sockmap's TCP slots of this core.
+    pub listeners: Vec<TcpListener>,
+    /// Steering sockets and session tables of this core.
+    pub udp: Vec<UdpSeed>,
+}
+
+/// How loops that set connections up are made: the relay context, interface names, each core's sockets, the DNS
+/// intercept.
+type Setting<'a> = (Arc<RelayContext>, &'a LinkCache, Vec<CoreSockets>, Option<Arc<Intercept>>);
+
+/// Connections a listener's readiness accepts at most before the loop turns to other work.
+const ACCEPT_BATCH: usize = 64;
 
 /// The loops, one per core.
 #[derive(Debug)]
@@ -83,26 +100,51 @@ impl Pumps {
         Self::start_with(count, None)
     }
 
-    /// Starts `count` loops that also set steered connections up ([`Pumps::accept`]) with `cx`, reading
-    /// interface names from `links`.
-    pub fn with_setup(count: usize, cx: Arc<RelayContext>, links: &LinkCache) -> io::Result<Self> {
-        Self::start_with(count, Some((cx, links)))
+    /// Starts one loop per entry of `cores`, which also accepts from that core's transparent listeners, sets the
+    /// connections up with `cx` (reading interface names from `links`; port 53 to `dns` when it runs) and runs
+    /// the core's UDP workers: one thread per core does all of that core's work.
+    pub fn with_setup(
+        cx: Arc<RelayContext>,
+        links: &LinkCache,
+        cores: Vec<CoreSockets>,
+        dns: Option<Arc<Intercept>>,
+    ) -> io::Result<Self> {
+        let count = cores.len();
+        Self::start_with(count, Some((cx, links, cores, dns)))
     }
 
-    fn start_with(count: usize, setup: Option<(Arc<RelayContext>, &LinkCache)>) -> io::Result<Self> {
+    fn start_with(count: usize, setup: Option<Setting<'_>>) -> io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(PumpCounters::default());
         let mut loops = Vec::new();
         let mut threads = Vec::new();
+        let (env, mut cores, dns) = match setup {
+            Some((cx, links, cores, dns)) => (Some((cx, links)), cores, dns),
+            None => (None, Vec::new(), None),
+        };
+        cores.reverse();
         for core in 0..count.max(1) {
             let (tx, rx) = channel();
             let wake = Arc::new(sys::eventfd()?);
             let back = Back { inbox: tx.clone(), wake: Arc::clone(&wake) };
-            let env = setup.as_ref().map(|(cx, links)| (Arc::clone(cx), links.reader()));
-            let mut pump = Pump::new(rx, back, Arc::clone(&counters), env)?;
-            let stop = Arc::clone(&stop);
-            threads.push(std::thread::Builder::new().name(format!("dae-relay-{core}")).spawn(move || {
+            let env = env.as_ref().map(|(cx, links)| (Arc::clone(cx), links.reader()));
+            let CoreSockets { listeners, udp } = cores.pop().unwrap_or_default();
+            let epoll = Epoll::new()?;
+            epoll.add(back.wake.as_raw_fd(), WAKE, sys::IN)?;
+            for (i, listener) in listeners.iter().enumerate() {
+                listener.set_nonblocking(true)?;
+                epoll.add(listener.as_raw_fd(), LISTEN_BASE + i as u64, sys::IN)?;
+            }
+            let (counters, dns, stop) = (Arc::clone(&counters), dns.clone(), Arc::clone(&stop));
+            threads.push(std::thread::Builder::new().name(format!("dae-core-{core}")).spawn(move || {
                 let _ = sys::pin_to_cpu(core);
+                let mut pump = Pump::new(epoll, rx, back, counters, env, dns, listeners);
+                // The UDP workers are made here: their io_uring receivers stay on the thread that uses them.
+                for seed in udp {
+                    if let Err(e) = pump.take_udp(seed) {
+                        warn!(error = %e, "UDP worker cannot watch its steering socket");
+                    }
+                }
                 pump.run(&stop);
             })?);
             loops.push((tx, wake));
@@ -113,14 +155,6 @@ impl Pumps {
     /// Relays `client` <-> `upstream`, both connected, on the loop `hash` picks.
     pub fn relay(&self, hash: u64, client: TcpStream, upstream: TcpStream) {
         self.send(hash, Handoff::Relay(client, upstream));
-    }
-
-    /// Sets up and relays a steered connection on the loop its flow hash picks (a flow's connections always land
-    /// on one core).
-    pub fn accept(&self, cx: &RelayContext, client: TcpStream, peer: SocketAddr) {
-        let Ok(target) = client.local_addr() else { return };
-        let key = FlowKey::new(peer.ip(), peer.port(), target.ip(), target.port(), libc::IPPROTO_TCP as u8);
-        self.send(u64::from(flow_hash(&key, cx.seed)), Handoff::Accepted(client, peer));
     }
 
     fn send(&self, hash: u64, handoff: Handoff) {
@@ -294,21 +328,33 @@ struct Pump {
     counters: Arc<PumpCounters>,
     /// What sets connections up; none in loops that only relay.
     env: Option<(Arc<RelayContext>, LinkReader)>,
+    /// The core's transparent listeners (epoll token `LISTEN_BASE + i`).
+    listeners: Vec<TcpListener>,
+    /// The core's UDP work (epoll token `UDP_BASE + i`: its nested epoll set).
+    udp: Vec<UdpWorker>,
+    /// Where DNS over TCP goes, when the forwarder runs.
+    dns: Option<Arc<Intercept>>,
 }
 
 /// The epoll token of the eventfd; pairs and set-ups use `id << 1 | side` (0 the client, 1 the upstream).
 const WAKE: u64 = u64::MAX;
+/// The epoll tokens of the listeners (`LISTEN_BASE + i`, a few).
+const LISTEN_BASE: u64 = u64::MAX - 16;
+/// The epoll tokens of the UDP workers' sets (`UDP_BASE + i`, a few).
+const UDP_BASE: u64 = u64::MAX - 32;
 
 impl Pump {
+    /// A loop over `epoll`, which already watches the wake eventfd and `listeners` (under their tokens).
     fn new(
+        epoll: Epoll,
         inbox: Receiver<Handoff>,
         back: Back,
         counters: Arc<PumpCounters>,
         env: Option<(Arc<RelayContext>, LinkReader)>,
-    ) -> io::Result<Self> {
-        let epoll = Epoll::new()?;
-        epoll.add(back.wake.as_raw_fd(), WAKE, sys::IN)?;
-        Ok(Self {
+        dns: Option<Arc<Intercept>>,
+        listeners: Vec<TcpListener>,
+    ) -> Self {
+        Self {
             epoll,
             inbox,
             back,
@@ -318,7 +364,45 @@ impl Pump {
             next: 0,
             counters,
             env,
-        })
+            listeners,
+            udp: Vec::new(),
+            dns,
+        }
+    }
+
+    /// Runs a UDP worker made of `seed` from now on (on this loop's thread).
+    fn take_udp(&mut self, seed: UdpSeed) -> io::Result<()> {
+        let worker = UdpWorker::new(seed)?;
+        self.epoll.add(worker.fd(), UDP_BASE + self.udp.len() as u64, sys::IN)?;
+        self.udp.push(worker);
+        Ok(())
+    }
+
+    /// Accepts what listener `i` has queued (at most [`ACCEPT_BATCH`]; the rest on the next turn) and sets each
+    /// connection up here.
+    fn accept_ready(&mut self, i: usize, now: Instant) {
+        for _ in 0..ACCEPT_BATCH {
+            let Some(listener) = self.listeners.get(i) else { return };
+            match listener.accept() {
+                Ok((client, peer)) => {
+                    let links = self.env.as_ref().map(|(_, links)| links);
+                    let taken = match links {
+                        Some(links) => super::worker::accepted(client, peer, self.dns.as_ref(), links),
+                        None => Some((client, peer)),
+                    };
+                    if let Some((client, peer)) = taken {
+                        self.begin(client, peer, now);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Out of descriptors, say: the connection stays queued; try again on the next turn.
+                    warn!(error = %e, "accept");
+                    return;
+                }
+            }
+        }
     }
 
     fn run(&mut self, stop: &AtomicBool) {
@@ -332,9 +416,18 @@ impl Pump {
                 let token = event.u64;
                 match token {
                     WAKE => self.take_new(now),
+                    LISTEN_BASE.. => self.accept_ready((token - LISTEN_BASE) as usize, now),
+                    UDP_BASE.. => {
+                        if let Some(udp) = self.udp.get_mut((token - UDP_BASE) as usize) {
+                            udp.turn(now);
+                        }
+                    }
                     _ if self.pairs.contains_key(&(token >> 1)) => self.progress(token >> 1, now),
                     _ => self.set_up(token >> 1, now),
                 }
+            }
+            for udp in &mut self.udp {
+                udp.tick(now);
             }
             self.expire_setups(now);
             if now.duration_since(last_sweep) >= SWEEP_EVERY {
@@ -457,7 +550,6 @@ impl Pump {
         sys::eventfd_read(self.back.wake.as_raw_fd());
         while let Ok(handoff) = self.inbox.try_recv() {
             match handoff {
-                Handoff::Accepted(client, peer) => self.begin(client, peer, now),
                 Handoff::Relay(client, upstream) => {
                     if let Err(e) = self.adopt(client, upstream, now) {
                         warn!(error = %e, "relay loop could not take a connection");

@@ -21,8 +21,9 @@
 //! handshake are advanced by readiness events in the worker's epoll set while the session's first datagrams wait
 //! (a proxy named by host name is associated on a thread, which wakes the worker through an eventfd).
 //!
-//! One thread per worker (per core and family) does both directions: its epoll set holds the steering socket
-//! and every session's socket, so sessions cost no thread; idle sessions are swept every second.
+//! Each core's loop ([`super::pump`]) does both directions for both families: per family one epoll set, nested in
+//! the loop's, holds the steering socket's receiver and every session's socket, so sessions cost no thread; idle
+//! sessions are swept every second.
 
 use std::{
     cell::{Cell, RefCell},
@@ -32,7 +33,7 @@ use std::{
     os::fd::AsRawFd,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
         mpsc::{Receiver, TryRecvError},
     },
     time::{Duration, Instant},
@@ -343,43 +344,83 @@ impl Steering {
     }
 }
 
-/// Drains `socket` until `stop`: DNS to the forwarder (when it runs), the rest relayed; the sessions' replies
-/// are read on the same thread (one epoll set: the steering socket's receiver and every session socket).
-pub fn serve(
+/// What a core's UDP work for one family is made of, before its loop takes it ([`UdpWorker::new`] runs on the
+/// loop's thread: the io_uring receiver is set up where it is used).
+#[derive(Debug)]
+pub struct UdpSeed {
+    /// The steering socket (in the sockmap's UDP slot of this core and family).
+    pub socket: UdpSocket,
+    /// The session table.
+    pub relay: UdpRelay,
+    /// The DNS forwarder's intercept, when it runs.
+    pub dns: Option<Arc<Intercept>>,
+    /// Interface names.
+    pub links: LinkReader,
+}
+
+/// One family's UDP work on a core, run by the core's loop ([`super::pump`]): the steering socket's receiver and
+/// every session socket sit in one epoll set, nested in the loop's, which calls [`UdpWorker::turn`] whenever
+/// that set is ready and [`UdpWorker::tick`] on every wake-up (idle sessions are swept every second).
+pub struct UdpWorker {
     socket: UdpSocket,
-    mut relay: UdpRelay,
+    batch: Steering,
+    relay: UdpRelay,
     dns: Option<Arc<Intercept>>,
-    mut links: LinkReader,
-    stop: Arc<AtomicBool>,
-) {
-    let fd = socket.as_raw_fd();
-    let mut batch = match Steering::open(relay.cx.udp_recv, fd, &relay.epoll) {
-        Ok(batch) => batch,
-        Err(e) => {
-            warn!(error = %e, "UDP worker cannot watch its steering socket");
-            return;
-        }
-    };
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
-    let mut last_sweep = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        let n = relay.epoll.wait(&mut events, 200).unwrap_or(0);
-        for event in &events[..n] {
+    links: LinkReader,
+    events: Vec<libc::epoll_event>,
+    last_sweep: Instant,
+}
+
+impl std::fmt::Debug for UdpWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UdpWorker").field("socket", &self.socket).finish_non_exhaustive()
+    }
+}
+
+impl UdpWorker {
+    /// Opens the steering socket's receiver (io_uring or recvmmsg, as `dae run --udp-recv` asks).
+    pub fn new(seed: UdpSeed) -> io::Result<Self> {
+        let UdpSeed { socket, relay, dns, links } = seed;
+        let batch = Steering::open(relay.cx.udp_recv, socket.as_raw_fd(), &relay.epoll)?;
+        let events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
+        Ok(Self { socket, batch, relay, dns, links, events, last_sweep: Instant::now() })
+    }
+
+    /// The epoll set to watch (readable: [`UdpWorker::turn`] has work).
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        self.relay.epoll.as_raw_fd()
+    }
+
+    /// Does what is ready, without blocking: steered datagrams to the forwarder or relayed, sessions' replies
+    /// back to their clients, associations advanced.
+    pub fn turn(&mut self, now: Instant) {
+        let fd = self.socket.as_raw_fd();
+        let n = self.relay.epoll.wait(&mut self.events, 0).unwrap_or(0);
+        for i in 0..n {
             // A copy: epoll_event is packed.
-            let token = event.u64;
+            let token = self.events[i].u64;
             match token {
-                STEER_TOKEN => receive_steered(fd, &mut batch, &mut relay, dns.as_deref(), &mut links),
-                WAKE_TOKEN => sys::eventfd_read(relay.wake.as_raw_fd()),
-                token if relay.opening_tokens.borrow().contains_key(&token) => relay.on_association_ready(token),
-                token => relay.read_replies(token),
+                STEER_TOKEN => {
+                    receive_steered(fd, &mut self.batch, &mut self.relay, self.dns.as_deref(), &mut self.links)
+                }
+                WAKE_TOKEN => sys::eventfd_read(self.relay.wake.as_raw_fd()),
+                token if self.relay.opening_tokens.borrow().contains_key(&token) => {
+                    self.relay.on_association_ready(token)
+                }
+                token => self.relay.read_replies(token),
             }
         }
-        if !relay.opening.borrow().is_empty() {
-            relay.check_associations(Instant::now());
+        self.tick(now);
+    }
+
+    /// Ends association attempts past their deadline; sweeps idle sessions once a second.
+    pub fn tick(&mut self, now: Instant) {
+        if !self.relay.opening.borrow().is_empty() {
+            self.relay.check_associations(now);
         }
-        if last_sweep.elapsed() >= SWEEP_EVERY {
-            last_sweep = Instant::now();
-            relay.expire();
+        if now.duration_since(self.last_sweep) >= SWEEP_EVERY {
+            self.last_sweep = now;
+            self.relay.expire();
         }
     }
 }

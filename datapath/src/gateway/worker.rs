@@ -2,9 +2,8 @@
 //! through the node their flow's group picks (SOCKS5, HTTP CONNECT, or direct from the gateway), with the
 //! original destination (the accepted socket's local address) as the target.
 //!
-//! Each worker thread accepts and hands the connection to the per-core relay loop its flow hash picks
-//! ([`super::pump`]), which sniffs, routes and dials it without blocking ([`super::setup`]) and then moves the
-//! bytes with splice(2) until both directions end.
+//! Each core's loop ([`super::pump`]) accepts from its own listeners, sniffs, routes and dials each connection
+//! without blocking ([`super::setup`]) and then moves the bytes with splice(2) until both directions end.
 
 use std::{
     io,
@@ -24,7 +23,6 @@ use tracing::{debug, warn};
 use dns::service::sys;
 
 use super::dns::{DNS_PORT, Intercept, serve_tcp};
-use super::pump::Pumps;
 use crate::{flow_table::FlowTable, links::LinkReader, routing::Router};
 
 /// How a sniffed name routes: the userspace matcher over the running rules, `dial_mode`, `sniffing_timeout`.
@@ -115,38 +113,28 @@ pub struct RelayCounters {
     pub rerouted: AtomicU64,
 }
 
-/// Accepts steered connections forever and hands each to the relay loop of its core (by flow hash), which sets
-/// it up ([`super::setup`]) and relays it; connections to port 53 go to the DNS forwarder when it runs (on a
-/// thread per connection: DNS over TCP from LAN clients is rare and short).
-pub fn serve(
-    listener: TcpListener,
-    relay_cx: Arc<RelayContext>,
-    pumps: Arc<Pumps>,
-    dns: Option<Arc<Intercept>>,
-    links: LinkReader,
-) {
-    loop {
-        match listener.accept() {
-            Ok((client, peer)) => {
-                let to_dns = client.local_addr().ok().filter(|_| dns.is_some()).is_some_and(|a| a.port() == DNS_PORT);
-                match &dns {
-                    Some(intercept) if to_dns => {
-                        let (intercept, mut links) = (Arc::clone(intercept), links.clone());
-                        std::thread::spawn(move || {
-                            if let Err(e) = serve_tcp(client, peer, &intercept, &mut links) {
-                                debug!(%peer, error = %e, "DNS over TCP ended");
-                            }
-                        });
-                    }
-                    _ => pumps.accept(&relay_cx, client, peer),
-                }
-            }
-            Err(e) => {
-                warn!(error = %e, "accept");
-                std::thread::sleep(Duration::from_millis(10));
-            }
+/// Takes a steered connection from a core's transparent listener: one to port 53 goes to the DNS forwarder when it
+/// runs (on a thread per connection: DNS over TCP from LAN clients is rare and short); any other is handed back
+/// to be set up and relayed on the accepting core ([`super::pump`]).
+pub(super) fn accepted(
+    client: TcpStream,
+    peer: SocketAddr,
+    dns: Option<&Arc<Intercept>>,
+    links: &LinkReader,
+) -> Option<(TcpStream, SocketAddr)> {
+    let Some(intercept) = dns.filter(|_| client.local_addr().is_ok_and(|a| a.port() == DNS_PORT)) else {
+        return Some((client, peer));
+    };
+    let (intercept, mut links) = (Arc::clone(intercept), links.clone());
+    let spawned = std::thread::Builder::new().name("dae-dns-tcp".into()).spawn(move || {
+        if let Err(e) = serve_tcp(client, peer, &intercept, &mut links) {
+            debug!(%peer, error = %e, "DNS over TCP ended");
         }
+    });
+    if let Err(e) = spawned {
+        warn!(error = %e, "cannot start a thread for DNS over TCP");
     }
+    None
 }
 
 pub(super) fn same_choice(a: &Choice<'_>, b: &Choice<'_>) -> bool {

@@ -34,6 +34,12 @@ pub const OUT: u32 = libc::EPOLLOUT as u32;
 /// Error or hang-up.
 pub const ERR: u32 = (libc::EPOLLERR | libc::EPOLLHUP | libc::EPOLLRDHUP) as u32;
 
+impl AsRawFd for Epoll {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
 impl Epoll {
     /// A new instance (close-on-exec).
     pub fn new() -> io::Result<Self> {
