@@ -1,8 +1,9 @@
 //! `lab`: reproducible scenarios on network namespaces this process creates and removes.
 //!
 //! `lab demo --dae PATH`: client -> gateway -> server, `dae run` on the gateway with its embedded default
-//! configuration; iperf3 TCP through a real SOCKS5 proxy (microsocks in the server namespace) and direct, UDP,
-//! TCP and ICMP over IPv4 and IPv6 from the client and from the gateway itself, DNS through dae's forwarder; then
+//! configuration; iperf3 TCP through a real SOCKS5 proxy (microsocks in the server namespace) and direct; UDP
+//! through a real SOCKS5 UDP association (danted) and direct; TCP and ICMP over IPv4 and IPv6 from the client and
+//! from the gateway itself; DNS through dae's forwarder; then
 //! the flow tags `dae flows` reports and a pass/fail table with the throughput. Everything is torn down on exit,
 //! also on failure.
 
@@ -52,8 +53,12 @@ struct Check {
     detail: String,
 }
 
-/// The proxy the embedded default configuration names (`lab_socks`): microsocks on the server.
+/// The proxies the embedded default configuration names: `lab_socks` (microsocks, TCP) and `lab_dante` (danted,
+/// TCP and UDP ASSOCIATE) on the server.
 const SOCKS_PORT: u16 = 1080;
+const DANTE_PORT: u16 = 1081;
+/// The UDP echo port the default configuration proxies through danted.
+const UDP_PROXIED_PORT: u16 = 5204;
 /// Ports the default configuration proxies (TCP) and leaves direct.
 const PROXIED_PORT: u16 = 5201;
 const DIRECT_PORT: u16 = 5202;
@@ -72,12 +77,15 @@ fn demo(dae: PathBuf) -> std::io::Result<bool> {
         lan.client_v4, lan.client_v6, lan.gateway_if, topo.wan_if, server_v4, server_v6
     );
     let _socks = proxies::microsocks(&topo.server, server_v4, SOCKS_PORT)?;
+    let _dante = proxies::danted(&topo.server, server_v4, DANTE_PORT, &[server_v4, server_v6])?;
     let _iperf = [iperf3_server(&topo.server, PROXIED_PORT)?, iperf3_server(&topo.server, DIRECT_PORT)?];
     let _echo = [
         udp_echo(&topo.server, SocketAddr::new(server_v4, ECHO_PORT))?,
         udp_echo(&topo.server, SocketAddr::new(server_v6, ECHO_PORT))?,
         tcp_echo(&topo.server, SocketAddr::new(server_v4, ECHO_PORT))?,
         tcp_echo(&topo.server, SocketAddr::new(server_v6, ECHO_PORT))?,
+        udp_echo(&topo.server, SocketAddr::new(server_v4, UDP_PROXIED_PORT))?,
+        udp_echo(&topo.server, SocketAddr::new(server_v6, UDP_PROXIED_PORT))?,
     ];
     let _nsd = have("nsd").then(|| {
         let zone = "$ORIGIN lab.test.\n$TTL 300\n@ IN SOA ns admin 1 3600 600 86400 60\n@ IN NS ns\n\
@@ -115,6 +123,35 @@ fn demo(dae: PathBuf) -> std::io::Result<bool> {
             format!("client TCP {family} direct (iperf3 :{DIRECT_PORT})"),
             direct.and_then(|g| {
                 if untouched { Ok(gbps(g)) } else { Err(std::io::Error::other("passed, but went to userspace")) }
+            }),
+        );
+    }
+    // UDP through danted's UDP association: echoed, and counted by dae's UDP relay (its counters are published
+    // about every second); a failed association would drop the datagram, never send it direct.
+    let counter = |daemon: &Daemon, name: &str| daemon.stats().ok().and_then(|s| s[name].as_u64()).unwrap_or(0);
+    for (family, from, to) in
+        [("IPv4", IpAddr::from(lan.client_v4), server_v4), ("IPv6", IpAddr::from(lan.client_v6), server_v6)]
+    {
+        let before = counter(&daemon, "udp_replied");
+        let echoed = udp_roundtrip(
+            &lan.client,
+            SocketAddr::new(from, 0),
+            SocketAddr::new(to, UDP_PROXIED_PORT),
+            b"dae-rs lab via socks5",
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while counter(&daemon, "udp_replied") == before && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        let relayed = counter(&daemon, "udp_replied") > before;
+        check(
+            format!("client UDP {family} via SOCKS5 (danted :{UDP_PROXIED_PORT})"),
+            echoed.and_then(|r| {
+                if relayed {
+                    Ok(format!("{} bytes echoed through a UDP association", r.len()))
+                } else {
+                    Err(std::io::Error::other("echoed, but not relayed by dae"))
+                }
             }),
         );
     }
