@@ -16,7 +16,12 @@
 //!
 //! ```text
 //! dns_bench --dae-dns target/release/dae-dns [--seconds 8] [--rounds 3] [--only dae-dns,dnsdist]
+//!           [--variant LABEL=PATH[,ARG...]]... [--fixed-only]
 //! ```
+//!
+//! `--variant` adds another dae-dns build or flag set (e.g. `--variant coalesce=target/release/dae-dns,--coalesce-us,200`)
+//! as forwarder LABEL, run right after dae-dns in every round; its figures' baseline is `dae-dns/...` (same run,
+//! alternated), not dnsdist. `--fixed-only` runs only the fixed-rate figures (a) and (c).
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -42,17 +47,35 @@ struct Args {
     seconds: u64,
     rounds: usize,
     only: Vec<String>,
+    /// (label, binary, extra arguments): more dae-dns builds or flag sets, measured against `dae-dns`.
+    variants: Vec<(String, PathBuf, Vec<String>)>,
+    fixed_only: bool,
 }
 
 fn parse_args() -> Option<Args> {
     let mut args = std::env::args().skip(1);
-    let mut out = Args { dae_dns: PathBuf::from("target/release/dae-dns"), seconds: 8, rounds: 1, only: Vec::new() };
+    let mut out = Args {
+        dae_dns: PathBuf::from("target/release/dae-dns"),
+        seconds: 8,
+        rounds: 1,
+        only: Vec::new(),
+        variants: Vec::new(),
+        fixed_only: false,
+    };
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--dae-dns" => out.dae_dns = PathBuf::from(args.next()?),
             "--seconds" => out.seconds = args.next()?.parse().ok()?,
             "--rounds" => out.rounds = args.next()?.parse().ok()?,
             "--only" => out.only = args.next()?.split(',').map(str::to_owned).collect(),
+            "--variant" => {
+                let spec = args.next()?;
+                let (label, rest) = spec.split_once('=')?;
+                let mut parts = rest.split(',');
+                let path = PathBuf::from(parts.next()?);
+                out.variants.push((label.to_owned(), path, parts.map(str::to_owned).collect()));
+            }
+            "--fixed-only" => out.fixed_only = true,
             _ => return None,
         }
     }
@@ -283,11 +306,22 @@ fn wait_ready(port: u16, probe: &str) -> bool {
     false
 }
 
-fn start(name: &'static str, port: u16, scratch: &Scratch, dae_dns: &Path) -> Option<Forwarder> {
+/// What to start: a peer by name, or a dae-dns binary with extra arguments.
+#[derive(Clone, Copy)]
+enum Kind<'a> {
+    Peer(&'a str),
+    DaeDns(&'a Path, &'a [String]),
+}
+
+fn start(name: &str, kind: Kind<'_>, port: u16, scratch: &Scratch) -> Option<Forwarder> {
     let cpu = FORWARDER_CPU.to_string();
     let upstream = format!("127.0.0.1:{NSD_PORT}");
     let slow = format!("127.0.0.1:{SLOW_PORT}");
-    let mut cmd = match name {
+    let peer = match kind {
+        Kind::Peer(peer) => peer,
+        Kind::DaeDns(..) => "dae-dns",
+    };
+    let mut cmd = match peer {
         "nsd" => {
             let conf = nsd_conf(scratch, port, "nsd-fwd");
             let mut cmd = pinned(&cpu, "nsd");
@@ -295,8 +329,9 @@ fn start(name: &'static str, port: u16, scratch: &Scratch, dae_dns: &Path) -> Op
             cmd
         }
         "dae-dns" => {
+            let Kind::DaeDns(dae_dns, extra) = kind else { return None };
             let conf = scratch.write(
-                "dae-dns.dae",
+                &format!("{name}.dae"),
                 &format!(
                     "global {{}}\ndns {{\n bind: 'udp://127.0.0.1:{port}'\n max_cache_size: {CACHE_BOUND}\n \
                      upstream {{ nsd: 'udp://{upstream}'\n slow: 'udp://{slow}' }}\n \
@@ -305,6 +340,7 @@ fn start(name: &'static str, port: u16, scratch: &Scratch, dae_dns: &Path) -> Op
             );
             let mut cmd = pinned(&cpu, &dae_dns.display().to_string());
             cmd.args(["-c", &conf.display().to_string(), "--workers", "1"]);
+            cmd.args(extra);
             cmd
         }
         "dnsdist" => {
@@ -389,6 +425,8 @@ fn nsd_conf(scratch: &Scratch, port: u16, tag: &str) -> PathBuf {
 /// Every sample of every figure; printed as medians.
 struct Report {
     lines: Vec<(String, Vec<f64>, &'static str)>,
+    /// Labels of `--variant` forwarders (their baseline is dae-dns).
+    variants: Vec<String>,
 }
 
 impl Report {
@@ -407,9 +445,10 @@ impl Report {
         for (name, samples, unit) in &self.lines {
             let value = &median(samples);
             let (forwarder, metric) = name.split_once('/').unwrap_or(("", name));
-            let baseline = format!("dnsdist/{metric}");
+            let against = if self.variants.iter().any(|v| v == forwarder) { "dae-dns" } else { "dnsdist" };
+            let baseline = format!("{against}/{metric}");
             let base = self.value(&baseline);
-            let ratio = base.filter(|b| *b != 0.0 && forwarder != "dnsdist").map(|b| value / b);
+            let ratio = base.filter(|b| *b != 0.0 && forwarder != against).map(|b| value / b);
             let mut line = format!("{{\"name\":\"{name}\",\"value\":{},\"unit\":\"{unit}\"", json_number(*value));
             match ratio {
                 Some(ratio) => {
@@ -481,16 +520,22 @@ fn main() -> ExitCode {
     }
     let stop = Arc::new(AtomicBool::new(false));
     let slow = slow_upstream(stop.clone());
-    let mut report = Report { lines: Vec::new() };
-    let all = ["nsd", "dae-dns", "dnsdist", "unbound", "dnsmasq"];
+    let variants: Vec<String> = args.variants.iter().map(|(label, _, _)| label.clone()).collect();
+    let mut report = Report { lines: Vec::new(), variants: variants.clone() };
+    let mut all: Vec<(&str, Kind<'_>)> =
+        vec![("nsd", Kind::Peer("nsd")), ("dae-dns", Kind::DaeDns(&args.dae_dns, &[]))];
+    all.extend(args.variants.iter().map(|(label, path, extra)| (label.as_str(), Kind::DaeDns(path, extra))));
+    all.extend(["dnsdist", "unbound", "dnsmasq"].map(|peer| (peer, Kind::Peer(peer))));
     for round in 0..args.rounds {
-        for (index, name) in all.iter().enumerate() {
-            let tag = index + 10 * round;
-            if !args.only.is_empty() && !args.only.iter().any(|o| o == name) {
+        for (index, (name, kind)) in all.iter().enumerate() {
+            let tag = index + 100 * round;
+            let selected =
+                args.only.is_empty() || args.only.iter().any(|o| o == name) || variants.iter().any(|v| v == name);
+            if !selected {
                 continue;
             }
             let port = 5310 + index as u16;
-            let Some(forwarder) = start(name, port, &scratch, &args.dae_dns) else { continue };
+            let Some(forwarder) = start(name, *kind, port, &scratch) else { continue };
             eprintln!("dns_bench: {name}");
             // Warm the cache with the cached set.
             dnsperf(port, &cached, &["-n", "3"], false);
@@ -503,6 +548,9 @@ fn main() -> ExitCode {
             let before = forwarder.cpu();
             let perf = dnsperf(port, &data, &["-Q", "10000", "-l", &seconds, "-n", "1", "-q", "500"], true);
             record_fixed(&mut report, name, "uncached", "10k", &perf, before, forwarder.cpu());
+            if args.fixed_only {
+                continue;
+            }
             // (b) saturated, uncached and cached.
             for (kind, data, extra) in [
                 ("uncached", unique(&format!("f{tag}s"), 400_000), vec!["-n", "1"]),

@@ -4,9 +4,12 @@
 //! SIGTERM, prints a JSON line of counters on SIGUSR1 and at exit (to stdout).
 //!
 //! ```text
-//! dae-dns -c config.dae [--workers N] [--cpus 0,1] [--listen 127.0.0.1:5353] [--coalesce-us 50]
-//!         [--tls-roots ca.pem]
+//! dae-dns -c config.dae [--workers N] [--cpus 0,1] [--listen 127.0.0.1:5353] [--coalesce-us 100]
+//!         [--no-gso] [--tls-roots ca.pem]
 //! ```
+//!
+//! `--coalesce-us` bounds interrupt moderation's pause (default 100; 0 turns it off); `--no-gso` sends every
+//! datagram on its own (docs/dns.md, "Workers and sockets").
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,7 +18,7 @@ use dns::service::{Options, WorkerStats, sys};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: dae-dns -c FILE [--workers N] [--cpus LIST] [--listen IP:PORT]... [--coalesce-us N] [--tls-roots PEM]..."
+        "usage: dae-dns -c FILE [--workers N] [--cpus LIST] [--listen IP:PORT]... [--coalesce-us N] [--no-gso] [--tls-roots PEM]..."
     );
     ExitCode::from(2)
 }
@@ -27,6 +30,7 @@ fn main() -> ExitCode {
     let mut cpus = Vec::new();
     let mut listen = Vec::new();
     let mut coalesce = None;
+    let mut gso = true;
     let mut tls_roots = Vec::new();
     while let Some(arg) = args.next() {
         let mut value = || args.next();
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
                 Some(us) => coalesce = Some(std::time::Duration::from_micros(us)),
                 None => return usage(),
             },
+            "--no-gso" => gso = false,
             "-h" | "--help" => return usage(),
             _ => return usage(),
         }
@@ -86,6 +91,7 @@ fn main() -> ExitCode {
     if let Some(coalesce) = coalesce {
         options.coalesce = coalesce;
     }
+    options.gso = gso;
     options.extra_binds = listen;
     if let Err(error) = sys::block_signals() {
         eprintln!("dae-dns: cannot block signals: {error}");
@@ -148,6 +154,9 @@ fn stats_json(workers: &[WorkerStats]) -> String {
         ("cache_evicted", sum(&|w| w.cache.evicted)),
         ("datagrams_in", sum(&|w| w.datagrams_in)),
         ("answers_out", sum(&|w| w.answers_out)),
+        ("answer_messages_out", sum(&|w| w.answer_messages_out)),
+        ("upstream_messages_out", sum(&|w| w.upstream_messages_out)),
+        ("wakeups", sum(&|w| w.wakeups)),
         ("answer_send_drops", sum(&|w| w.answer_send_drops)),
         ("upstream_send_drops", sum(&|w| w.upstream_send_drops)),
         ("cpu_us", sum(&|w| w.cpu.as_micros() as u64)),

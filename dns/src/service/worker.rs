@@ -17,12 +17,15 @@ use config::dns::PacketDirection;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::doh;
-use super::sys::{self, Epoll, Outgoing, RecvBatch};
+use super::sys::{self, Epoll, GsoSender, Outgoing, RecvBatch};
 use super::{AnswerSink, Control, INTERCEPTED, Intercepted, WorkerStats};
 use crate::core::{ClientAddr, ConnId, Core, Handled, Output, QueryContext, SocketId};
 
 mod clients;
+mod moderation;
 mod upstreams;
+
+use moderation::Moderation;
 
 /// How often a worker publishes its counters.
 pub const STATS_EVERY: Duration = Duration::from_millis(200);
@@ -40,12 +43,6 @@ const MAX_CLIENT_BACKLOG: usize = 1 << 20;
 const MAX_BATCHES_PER_EVENT: usize = 8;
 /// How long an ifindex -> name entry is trusted (links are renamed and re-created).
 const IFNAME_TTL: Duration = Duration::from_secs(2);
-/// The batch interrupt moderation aims for.
-const TARGET_BATCH: u64 = 8;
-/// Below this arrival rate (datagrams per second) a worker never pauses.
-const MIN_COALESCE_RATE: f64 = 5_000.0;
-/// Arrival rate is measured over windows of this length.
-const RATE_WINDOW: Duration = Duration::from_millis(10);
 
 const KIND_SHIFT: u32 = 56;
 const KIND_UDP_LISTENER: u64 = 1;
@@ -80,6 +77,7 @@ pub(crate) struct WorkerInit {
     pub cpu: Option<usize>,
     pub uses_interface: bool,
     pub coalesce: Duration,
+    pub gso: bool,
     pub tls: Arc<rustls::ClientConfig>,
     pub mark: u32,
     pub index: usize,
@@ -91,6 +89,16 @@ struct UpUdp {
     id: SocketId,
     socket: UdpSocket,
     queue: Vec<Outgoing>,
+    sender: GsoSender,
+}
+
+/// A UDP listener's answers waiting for the end of the loop turn, and how they leave.
+struct AnswerQueue {
+    queue: Vec<Outgoing>,
+    sender: GsoSender,
+    v6: bool,
+    /// Bound to a wildcard address: answers carry the source address the query was sent to.
+    wildcard: bool,
 }
 
 struct UpTcp {
@@ -119,11 +127,12 @@ struct Worker {
     core: Core,
     epoll: Epoll,
     listeners: Vec<Listener>,
-    /// Per UDP listener: answers to send, whether the socket is IPv6, whether it is bound to a wildcard address
-    /// (then answers carry the source address the query was sent to).
-    answers: Vec<(Vec<Outgoing>, bool, bool)>,
+    /// Per listener (TCP ones hold an unused queue).
+    answers: Vec<AnswerQueue>,
     uses_interface: bool,
     coalesce: Duration,
+    /// Runs of datagrams to one destination leave as UDP GSO sends.
+    gso: bool,
     up_udp: HashMap<u32, UpUdp>,
     up_tcp: HashMap<u32, UpTcp>,
     clients: Vec<Option<Client>>,
@@ -160,11 +169,21 @@ pub(crate) fn run(init: WorkerInit) -> io::Result<()> {
             Listener::Udp(socket) => {
                 epoll.add(socket.as_raw_fd(), token(KIND_UDP_LISTENER, index as u64), sys::IN)?;
                 let local = socket.local_addr()?;
-                answers.push((Vec::new(), local.is_ipv6(), local.ip().is_unspecified()));
+                answers.push(AnswerQueue {
+                    queue: Vec::new(),
+                    sender: GsoSender::new(init.gso),
+                    v6: local.is_ipv6(),
+                    wildcard: local.ip().is_unspecified(),
+                });
             }
             Listener::Tcp(socket) => {
                 epoll.add(socket.as_raw_fd(), token(KIND_TCP_LISTENER, index as u64), sys::IN)?;
-                answers.push((Vec::new(), false, false));
+                answers.push(AnswerQueue {
+                    queue: Vec::new(),
+                    sender: GsoSender::new(false),
+                    v6: false,
+                    wildcard: false,
+                });
             }
         }
     }
@@ -180,6 +199,7 @@ pub(crate) fn run(init: WorkerInit) -> io::Result<()> {
         lan: init.lan,
         uses_interface: init.uses_interface,
         coalesce: init.coalesce,
+        gso: init.gso,
         ifnames: HashMap::new(),
         batch: RecvBatch::new(),
         reply: Vec::with_capacity(512),
@@ -210,15 +230,15 @@ impl Worker {
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
         let mut last_stats = Instant::now();
         let cpu_start = sys::thread_cpu_time();
-        let max_pause = self.coalesce;
+        let mut moderation = Moderation::new(self.coalesce, Instant::now());
         let mut last_in = 0;
-        let (mut window_start, mut window_count, mut rate) = (Instant::now(), 0u64, 0.0f64);
         while !stop.load(Ordering::Relaxed) {
             let now = Instant::now();
             let sleep =
                 self.core.poll_timeout().map_or(MAX_SLEEP, |at| at.saturating_duration_since(now)).min(MAX_SLEEP);
             let timeout_ms = if sleep.is_zero() { 0 } else { sleep.as_millis().max(1) as i32 };
             let n = self.epoll.wait(&mut events, timeout_ms)?;
+            self.local.wakeups += 1;
             let now = Instant::now();
             for event in &events[..n] {
                 let (kind, slot) = (event.u64 >> KIND_SHIFT, event.u64 & SLOT_MASK);
@@ -239,22 +259,10 @@ impl Worker {
             self.drain(now);
             let arrived = self.local.datagrams_in - last_in;
             last_in = self.local.datagrams_in;
-            window_count += arrived;
-            let window = now.duration_since(window_start);
-            if window >= RATE_WINDOW {
-                rate = window_count as f64 / window.as_secs_f64();
-                window_start = now;
-                window_count = 0;
-            }
-            if arrived > 0 && arrived < TARGET_BATCH && rate >= MIN_COALESCE_RATE {
-                // Interrupt moderation: under load, a wake-up that brought only a few datagrams (whose answers are
-                // already sent) is followed by a pause long enough for about TARGET_BATCH more to queue, so the
-                // next recvmmsg/sendmmsg pair carries a batch. Below MIN_COALESCE_RATE there is no pause (no
-                // latency cost when idle); the pause never exceeds `coalesce`. Measured in docs/dns.md.
-                let pause = Duration::from_secs_f64(TARGET_BATCH as f64 / rate).min(max_pause);
-                if !pause.is_zero() {
-                    std::thread::sleep(pause);
-                }
+            // Interrupt moderation (worker/moderation.rs): the answers of this turn are already sent; a short
+            // pause lets the next few queries queue so they share one wake-up and one send.
+            if let Some(pause) = moderation.after_turn(now, arrived) {
+                std::thread::sleep(pause);
             }
             if now.duration_since(last_stats) >= STATS_EVERY {
                 last_stats = now;
@@ -300,7 +308,7 @@ impl Worker {
     fn listener_readable(&mut self, index: usize, now: Instant) {
         let Some(Listener::Udp(socket)) = self.listeners.get(index) else { return };
         let fd = socket.as_raw_fd();
-        let wildcard = self.answers[index].2;
+        let wildcard = self.answers[index].wildcard;
         for _ in 0..MAX_BATCHES_PER_EVENT {
             let count = match self.batch.recv(fd) {
                 Ok(0) | Err(_) => break,
@@ -328,7 +336,7 @@ impl Worker {
                 if self.core.handle_query(now, message, &cx, &mut self.reply) == Handled::Answered {
                     let payload = std::mem::replace(&mut self.reply, self.pool.pop().unwrap_or_default());
                     let from = received.info.dst.filter(|_| wildcard).map(|ip| (ip, received.info.ifindex));
-                    self.answers[index].0.push(Outgoing { payload, to: Some(peer), from });
+                    self.answers[index].queue.push(Outgoing { payload, to: Some(peer), from });
                 }
             }
             if count < sys::BATCH {
@@ -373,9 +381,9 @@ impl Worker {
                 Output::Answer { client, payload } => match client.tcp {
                     Some(_) => self.answer_tcp(client, &payload),
                     None => {
-                        if let Some((queue, _, wildcard)) = self.answers.get_mut(client.listener as usize) {
-                            let from = client.local.filter(|_| *wildcard).map(|ip| (ip, client.ifindex));
-                            queue.push(Outgoing { payload, to: Some(client.peer), from });
+                        if let Some(answers) = self.answers.get_mut(client.listener as usize) {
+                            let from = client.local.filter(|_| answers.wildcard).map(|ip| (ip, client.ifindex));
+                            answers.queue.push(Outgoing { payload, to: Some(client.peer), from });
                         }
                     }
                 },
@@ -468,22 +476,24 @@ impl Worker {
             if up.queue.is_empty() {
                 continue;
             }
-            let sent = sys::send_batch(up.socket.as_raw_fd(), false, &up.queue).unwrap_or(0);
-            self.local.upstream_send_drops += (up.queue.len() - sent) as u64;
+            let sent = up.sender.send(up.socket.as_raw_fd(), false, &up.queue);
+            self.local.upstream_send_drops += (up.queue.len() - sent.datagrams) as u64;
+            self.local.upstream_messages_out += sent.messages as u64;
             self.pool.extend(up.queue.drain(..).map(|o| o.payload).filter(|p| p.capacity() <= 4096).map(|mut p| {
                 p.clear();
                 p
             }));
         }
-        for (index, (queue, v6, _)) in self.answers.iter_mut().enumerate() {
-            if queue.is_empty() {
+        for (index, answers) in self.answers.iter_mut().enumerate() {
+            if answers.queue.is_empty() {
                 continue;
             }
             let Some(Listener::Udp(socket)) = self.listeners.get(index) else { continue };
-            let sent = sys::send_batch(socket.as_raw_fd(), *v6, queue).unwrap_or(0);
-            self.local.answers_out += sent as u64;
-            self.local.answer_send_drops += (queue.len() - sent) as u64;
-            for mut payload in queue.drain(..).map(|o| o.payload) {
+            let sent = answers.sender.send(socket.as_raw_fd(), answers.v6, &answers.queue);
+            self.local.answers_out += sent.datagrams as u64;
+            self.local.answer_messages_out += sent.messages as u64;
+            self.local.answer_send_drops += (answers.queue.len() - sent.datagrams) as u64;
+            for mut payload in answers.queue.drain(..).map(|o| o.payload) {
                 if self.pool.len() < 1024 && payload.capacity() <= 4096 {
                     payload.clear();
                     self.pool.push(payload);

@@ -186,7 +186,9 @@ impl Worker {
         let socket: UdpSocket = socket.into();
         let slot = id.0 as u32;
         self.epoll.add(socket.as_raw_fd(), token(KIND_UP_UDP, u64::from(slot)), sys::IN)?;
-        if let Some(old) = self.up_udp.insert(slot, UpUdp { id, socket, queue: Vec::new() }) {
+        if let Some(old) =
+            self.up_udp.insert(slot, UpUdp { id, socket, queue: Vec::new(), sender: GsoSender::new(self.gso) })
+        {
             let _ = self.epoll.delete(old.socket.as_raw_fd());
         }
         Ok(())
