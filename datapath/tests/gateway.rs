@@ -292,6 +292,23 @@ fn udp_relay_case(test: &str, args: &[&str], receiver: &str) {
     assert_eq!(stats["udp_associations_failed"], 0, "{stats}");
 }
 
+/// A SOCKS5 "proxy" on `addr` in `ns` that reads each client's greeting and never answers; the connections it
+/// holds are returned (clearing them hangs up on the clients).
+fn silent_socks5(ns: &Netns, addr: SocketAddr) -> std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>> {
+    let proxy = ns.run_in(move || TcpListener::bind(addr)).unwrap().unwrap();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let holder = std::sync::Arc::clone(&held);
+    std::thread::spawn(move || {
+        for mut stream in proxy.incoming().flatten() {
+            let mut greeting = [0u8; 3];
+            if stream.read_exact(&mut greeting).is_ok() && greeting[0] == 5 {
+                holder.lock().unwrap().push(stream);
+            }
+        }
+    });
+    held
+}
+
 /// A UDP echo server on `addr` in `ns`.
 fn udp_echo_server(ns: &Netns, addr: SocketAddr) {
     let socket = ns.run_in(move || UdpSocket::bind(addr)).unwrap().unwrap();
@@ -316,19 +333,7 @@ fn a_socks5_proxy_slow_to_open_a_udp_association_holds_up_no_other_session() {
         udp_echo_server(&topo.server, SocketAddr::new(server, port));
     }
     // The proxy reads each greeting and never answers; dropping the held sockets hangs up on the association.
-    let proxy = topo.server.run_in(move || TcpListener::bind(SocketAddr::new(server, 1099))).unwrap().unwrap();
-    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    {
-        let held = std::sync::Arc::clone(&held);
-        std::thread::spawn(move || {
-            for mut stream in proxy.incoming().flatten() {
-                let mut greeting = [0u8; 3];
-                if stream.read_exact(&mut greeting).is_ok() && greeting[0] == 5 {
-                    held.lock().unwrap().push(stream);
-                }
-            }
-        });
-    }
+    let held = silent_socks5(&topo.server, SocketAddr::new(server, 1099));
     let config = format!(
         "global {{\n  lan_interface: {}\n  wan_interface: {}\n}}\nnode {{\n  gw: 'direct'\n  slow: 'socks5://{server}:1099'\n}}\n\
          group {{\n  via_slow {{\n    filter: name(slow)\n    policy: fixed(0)\n  }}\n  \
@@ -904,19 +909,7 @@ fn connections_waiting_on_a_slow_proxy_cost_no_thread() {
     let lan = topo.lan();
     let server = IpAddr::from(topo.server_v4);
     // The proxy reads each greeting and never answers; dropping the held sockets hangs up on every dial.
-    let proxy = topo.server.run_in(move || TcpListener::bind(SocketAddr::new(server, 1099))).unwrap().unwrap();
-    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    {
-        let held = std::sync::Arc::clone(&held);
-        std::thread::spawn(move || {
-            for mut stream in proxy.incoming().flatten() {
-                let mut greeting = [0u8; 3];
-                if stream.read_exact(&mut greeting).is_ok() && greeting[0] == 5 {
-                    held.lock().unwrap().push(stream);
-                }
-            }
-        });
-    }
+    let held = silent_socks5(&topo.server, SocketAddr::new(server, 1099));
     let config = format!(
         "global {{\n  lan_interface: {}\n  wan_interface: {}\n}}\nnode {{\n  slow: 'socks5://{server}:1099'\n}}\n\
          group {{\n  via_slow {{\n    policy: fixed(0)\n  }}\n}}\nrouting {{\n  dport(5541) -> via_slow\n  fallback: direct\n}}\n",
