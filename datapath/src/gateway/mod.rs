@@ -108,8 +108,8 @@ impl Gateway {
                 socks
                     .set(steer_slot(w, ipv6, true), &socket, 0)
                     .map_err(|source| GatewayError::Op { name: MAP_STEER_SOCKS, source })?;
-                let relay = udp::UdpRelay::new(Arc::clone(&relay), Arc::clone(&udp))?;
-                core.udp.push(udp::UdpSeed { socket, relay, dns: dns.clone(), links: links.reader() });
+                let (cx, counters, dns, links) = (Arc::clone(&relay), Arc::clone(&udp), dns.clone(), links.reader());
+                core.udp.push(udp::UdpSeed { socket, cx, counters, dns, links });
             }
             cores.push(core);
         }

@@ -1,8 +1,8 @@
 //! Per-core loops: one pinned thread per core does all of that core's work. It accepts the steered TCP
 //! connections of its transparent listeners (the kernel picked the core by flow hash), sets each up — sniff,
 //! route, dial ([`super::setup`]) — and then moves bytes both ways until both directions end; and it runs the
-//! core's UDP workers ([`super::udp::UdpWorker`]: steering receive, sessions, replies), whose epoll sets are
-//! nested in the loop's. No thread per connection, per direction, per family or per role.
+//! core's UDP workers ([`super::udp::UdpWorker`]: steering receive, sessions, replies), whose sockets sit in the
+//! loop's one epoll set. No thread per connection, per direction, per family or per role.
 //!
 //! Each loop is an edge-triggered epoll set over non-blocking sockets. A direction moves bytes socket -> pipe ->
 //! socket with splice(2) (zero-copy; never `SPLICE_F_MORE`, so a short write leaves at once — dae's relay adds
@@ -31,7 +31,7 @@ use tracing::warn;
 
 use super::dns::Intercept;
 use super::setup::{Advance, Setup};
-use super::udp::{UdpSeed, UdpWorker};
+use super::udp::{self, UdpSeed, UdpWorker};
 use super::worker::RelayContext;
 use crate::links::{LinkCache, LinkReader};
 
@@ -129,7 +129,7 @@ impl Pumps {
             let back = Back { inbox: tx.clone(), wake: Arc::clone(&wake) };
             let env = env.as_ref().map(|(cx, links)| (Arc::clone(cx), links.reader()));
             let CoreSockets { listeners, udp } = cores.pop().unwrap_or_default();
-            let epoll = Epoll::new()?;
+            let epoll = Arc::new(Epoll::new()?);
             epoll.add(back.wake.as_raw_fd(), WAKE, sys::IN)?;
             for (i, listener) in listeners.iter().enumerate() {
                 listener.set_nonblocking(true)?;
@@ -316,7 +316,8 @@ struct Back {
 
 /// One core's loop.
 struct Pump {
-    epoll: Epoll,
+    /// The loop's one epoll set (its UDP workers watch their sockets here too).
+    epoll: Arc<Epoll>,
     inbox: Receiver<Handoff>,
     back: Back,
     pairs: HashMap<u64, Pair>,
@@ -330,7 +331,7 @@ struct Pump {
     env: Option<(Arc<RelayContext>, LinkReader)>,
     /// The core's transparent listeners (epoll token `LISTEN_BASE + i`).
     listeners: Vec<TcpListener>,
-    /// The core's UDP work (epoll token `UDP_BASE + i`: its nested epoll set).
+    /// The core's UDP work (epoll tokens `UDP_BIT | i << 56 | token`).
     udp: Vec<UdpWorker>,
     /// Where DNS over TCP goes, when the forwarder runs.
     dns: Option<Arc<Intercept>>,
@@ -340,13 +341,14 @@ struct Pump {
 const WAKE: u64 = u64::MAX;
 /// The epoll tokens of the listeners (`LISTEN_BASE + i`, a few).
 const LISTEN_BASE: u64 = u64::MAX - 16;
-/// The epoll tokens of the UDP workers' sets (`UDP_BASE + i`, a few).
-const UDP_BASE: u64 = u64::MAX - 32;
+/// The epoll tokens of UDP worker `i`'s descriptors: `UDP_BIT | i << 56 | token` (token below
+/// [`udp::TOKEN_SPACE`]); pair and set-up ids never reach bit 62.
+const UDP_BIT: u64 = 1 << 62;
 
 impl Pump {
     /// A loop over `epoll`, which already watches the wake eventfd and `listeners` (under their tokens).
     fn new(
-        epoll: Epoll,
+        epoll: Arc<Epoll>,
         inbox: Receiver<Handoff>,
         back: Back,
         counters: Arc<PumpCounters>,
@@ -370,10 +372,10 @@ impl Pump {
         }
     }
 
-    /// Runs a UDP worker made of `seed` from now on (on this loop's thread).
+    /// Runs a UDP worker made of `seed` from now on (on this loop's thread), its descriptors in this loop's set.
     fn take_udp(&mut self, seed: UdpSeed) -> io::Result<()> {
-        let worker = UdpWorker::new(seed)?;
-        self.epoll.add(worker.fd(), UDP_BASE + self.udp.len() as u64, sys::IN)?;
+        let prefix = UDP_BIT | ((self.udp.len() as u64) * udp::TOKEN_SPACE);
+        let worker = UdpWorker::new(seed, udp::Watch { epoll: Arc::clone(&self.epoll), prefix })?;
         self.udp.push(worker);
         Ok(())
     }
@@ -417,9 +419,10 @@ impl Pump {
                 match token {
                     WAKE => self.take_new(now),
                     LISTEN_BASE.. => self.accept_ready((token - LISTEN_BASE) as usize, now),
-                    UDP_BASE.. => {
-                        if let Some(udp) = self.udp.get_mut((token - UDP_BASE) as usize) {
-                            udp.turn(now);
+                    _ if token & UDP_BIT != 0 => {
+                        let worker = ((token & !UDP_BIT) / udp::TOKEN_SPACE) as usize;
+                        if let Some(udp) = self.udp.get_mut(worker) {
+                            udp.on_event(token % udp::TOKEN_SPACE);
                         }
                     }
                     _ if self.pairs.contains_key(&(token >> 1)) => self.progress(token >> 1, now),

@@ -21,9 +21,9 @@
 //! handshake are advanced by readiness events in the worker's epoll set while the session's first datagrams wait
 //! (a proxy named by host name is associated on a thread, which wakes the worker through an eventfd).
 //!
-//! Each core's loop ([`super::pump`]) does both directions for both families: per family one epoll set, nested in
-//! the loop's, holds the steering socket's receiver and every session's socket, so sessions cost no thread; idle
-//! sessions are swept every second.
+//! Each core's loop ([`super::pump`]) does both directions for both families: the loop's one epoll set holds each
+//! family's steering socket receiver and every session's socket (under the worker's token prefix), so sessions
+//! cost no thread; idle sessions are swept every second.
 
 use std::{
     cell::{Cell, RefCell},
@@ -192,10 +192,32 @@ const MAX_ROUTES: usize = 65_536;
 /// What a session is found by: its client's address and the node carrying it (`None`: from the gateway directly).
 type SessionKey = (SocketAddr, Option<NodeId>);
 
-/// The epoll token of the steering socket; sessions use their own numbers.
-const STEER_TOKEN: u64 = u64::MAX;
+/// UDP epoll tokens are below this; the core's loop tells its workers' apart by the bits above
+/// ([`Watch::prefix`]).
+pub const TOKEN_SPACE: u64 = 1 << 56;
+/// The epoll token of the steering socket; sessions use their own numbers (from 0).
+const STEER_TOKEN: u64 = TOKEN_SPACE - 1;
 /// The epoll token of the association threads' wake eventfd.
-const WAKE_TOKEN: u64 = u64::MAX - 1;
+const WAKE_TOKEN: u64 = TOKEN_SPACE - 2;
+
+/// A UDP worker's place in its core loop's epoll set: its descriptors are watched there under `prefix | token`.
+#[derive(Debug, Clone)]
+pub struct Watch {
+    /// The core loop's epoll set.
+    pub epoll: Arc<sys::Epoll>,
+    /// The bits above [`TOKEN_SPACE`] that name this worker.
+    pub prefix: u64,
+}
+
+impl Watch {
+    fn add(&self, fd: std::os::fd::RawFd, token: u64, events: u32) -> io::Result<()> {
+        self.epoll.add(fd, self.prefix | token, events)
+    }
+
+    fn delete(&self, fd: std::os::fd::RawFd) -> io::Result<()> {
+        self.epoll.delete(fd)
+    }
+}
 /// How often idle sessions are looked for (and at most how long the worker sleeps).
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
@@ -203,8 +225,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct UdpRelay {
     cx: Arc<RelayContext>,
-    /// The worker's epoll set: its steering socket and every session's socket.
-    epoll: sys::Epoll,
+    /// Where the worker's steering socket and every session's socket are watched (the core loop's set).
+    epoll: Watch,
     sessions: RefCell<HashMap<SessionKey, Arc<Session>>>,
     /// Session keys by epoll token.
     tokens: RefCell<HashMap<u64, SessionKey>>,
@@ -287,7 +309,7 @@ static RECEIVER_LOGGED: std::sync::Once = std::sync::Once::new();
 impl Steering {
     /// The receiver `mode` asks for, its readiness watched by `epoll` under [`STEER_TOKEN`]. Built on the
     /// worker's thread (an io_uring with `SINGLE_ISSUER` belongs to the thread that made it).
-    fn open(mode: UdpRecv, fd: std::os::fd::RawFd, epoll: &sys::Epoll) -> io::Result<Self> {
+    fn open(mode: UdpRecv, fd: std::os::fd::RawFd, epoll: &Watch) -> io::Result<Self> {
         if mode == UdpRecv::Auto {
             match UringReceiver::new(fd) {
                 Ok(receiver) => {
@@ -309,7 +331,7 @@ impl Steering {
 
     /// The next batch, without blocking; `Ok(0)` when none is queued. The io_uring receiver falls back to
     /// `recvmmsg` for good if the kernel refuses its multishot request.
-    fn recv(&mut self, fd: std::os::fd::RawFd, epoll: &sys::Epoll, counters: &UdpCounters) -> io::Result<usize> {
+    fn recv(&mut self, fd: std::os::fd::RawFd, epoll: &Watch, counters: &UdpCounters) -> io::Result<usize> {
         match self {
             Self::Recvmmsg(batch) => batch.recv(fd),
             Self::Uring(receiver) => {
@@ -350,8 +372,10 @@ impl Steering {
 pub struct UdpSeed {
     /// The steering socket (in the sockmap's UDP slot of this core and family).
     pub socket: UdpSocket,
-    /// The session table.
-    pub relay: UdpRelay,
+    /// Nodes, groups, sniffing and the UDP settings.
+    pub cx: Arc<RelayContext>,
+    /// Counters of every worker.
+    pub counters: Arc<UdpCounters>,
     /// The DNS forwarder's intercept, when it runs.
     pub dns: Option<Arc<Intercept>>,
     /// Interface names.
@@ -359,15 +383,15 @@ pub struct UdpSeed {
 }
 
 /// One family's UDP work on a core, run by the core's loop ([`super::pump`]): the steering socket's receiver and
-/// every session socket sit in one epoll set, nested in the loop's, which calls [`UdpWorker::turn`] whenever
-/// that set is ready and [`UdpWorker::tick`] on every wake-up (idle sessions are swept every second).
+/// every session socket are watched in the loop's own epoll set under this worker's token prefix; the loop
+/// hands each of their events to [`UdpWorker::on_event`] and calls [`UdpWorker::tick`] on every wake-up (idle
+/// sessions are swept every second).
 pub struct UdpWorker {
     socket: UdpSocket,
     batch: Steering,
     relay: UdpRelay,
     dns: Option<Arc<Intercept>>,
     links: LinkReader,
-    events: Vec<libc::epoll_event>,
     last_sweep: Instant,
 }
 
@@ -378,39 +402,30 @@ impl std::fmt::Debug for UdpWorker {
 }
 
 impl UdpWorker {
-    /// Opens the steering socket's receiver (io_uring or recvmmsg, as `dae run --udp-recv` asks).
-    pub fn new(seed: UdpSeed) -> io::Result<Self> {
-        let UdpSeed { socket, relay, dns, links } = seed;
+    /// Opens the steering socket's receiver (io_uring or recvmmsg, as `dae run --udp-recv` asks) and the session
+    /// table, watched in `watch`.
+    pub fn new(seed: UdpSeed, watch: Watch) -> io::Result<Self> {
+        let UdpSeed { socket, cx, counters, dns, links } = seed;
+        let relay = UdpRelay::new(cx, counters, watch)?;
         let batch = Steering::open(relay.cx.udp_recv, socket.as_raw_fd(), &relay.epoll)?;
-        let events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
-        Ok(Self { socket, batch, relay, dns, links, events, last_sweep: Instant::now() })
+        Ok(Self { socket, batch, relay, dns, links, last_sweep: Instant::now() })
     }
 
-    /// The epoll set to watch (readable: [`UdpWorker::turn`] has work).
-    pub fn fd(&self) -> std::os::fd::RawFd {
-        self.relay.epoll.as_raw_fd()
-    }
-
-    /// Does what is ready, without blocking: steered datagrams to the forwarder or relayed, sessions' replies
-    /// back to their clients, associations advanced.
-    pub fn turn(&mut self, now: Instant) {
-        let fd = self.socket.as_raw_fd();
-        let n = self.relay.epoll.wait(&mut self.events, 0).unwrap_or(0);
-        for i in 0..n {
-            // A copy: epoll_event is packed.
-            let token = self.events[i].u64;
-            match token {
-                STEER_TOKEN => {
-                    receive_steered(fd, &mut self.batch, &mut self.relay, self.dns.as_deref(), &mut self.links)
-                }
-                WAKE_TOKEN => sys::eventfd_read(self.relay.wake.as_raw_fd()),
-                token if self.relay.opening_tokens.borrow().contains_key(&token) => {
-                    self.relay.on_association_ready(token)
-                }
-                token => self.relay.read_replies(token),
-            }
+    /// Handles one readiness event of this worker (`token` without the prefix): steered datagrams to the
+    /// forwarder or relayed, a session's replies back to its client, an association advanced.
+    pub fn on_event(&mut self, token: u64) {
+        match token {
+            STEER_TOKEN => receive_steered(
+                self.socket.as_raw_fd(),
+                &mut self.batch,
+                &mut self.relay,
+                self.dns.as_deref(),
+                &mut self.links,
+            ),
+            WAKE_TOKEN => sys::eventfd_read(self.relay.wake.as_raw_fd()),
+            token if self.relay.opening_tokens.borrow().contains_key(&token) => self.relay.on_association_ready(token),
+            token => self.relay.read_replies(token),
         }
-        self.tick(now);
     }
 
     /// Ends association attempts past their deadline; sweeps idle sessions once a second.
@@ -467,8 +482,7 @@ fn receive_steered(
 
 impl UdpRelay {
     /// An empty session table for one worker.
-    pub fn new(cx: Arc<RelayContext>, counters: Arc<UdpCounters>) -> io::Result<Self> {
-        let epoll = sys::Epoll::new()?;
+    pub fn new(cx: Arc<RelayContext>, counters: Arc<UdpCounters>, epoll: Watch) -> io::Result<Self> {
         let wake = Arc::new(sys::eventfd()?);
         epoll.add(wake.as_raw_fd(), WAKE_TOKEN, sys::IN)?;
         Ok(Self {
