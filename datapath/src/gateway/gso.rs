@@ -11,17 +11,11 @@
 
 use std::{io, net::SocketAddr, os::fd::RawFd};
 
-use dns::service::sys;
+use dns::service::sys::{self, UDP_SEGMENT};
 
-/// `UDP_SEGMENT` (linux/udp.h): the segment size of a GSO send.
-const UDP_SEGMENT: libc::c_int = 103;
 /// `UDP_GRO` (linux/udp.h): the socket option asking for merged receives, and the control message type giving
 /// their segment size.
 const UDP_GRO: libc::c_int = 104;
-/// Datagrams per GSO send (the kernel's limit, `UDP_MAX_SEGMENTS`, is 64).
-pub const MAX_GSO_SEGMENTS: usize = 64;
-/// Bytes per GSO send (one IP datagram's payload).
-pub const MAX_GSO_BYTES: usize = 65_000;
 /// Control buffer of a GRO receive: one `UDP_GRO` cmsg with an int (`CMSG_SPACE(4)` = 24 bytes), with room to
 /// spare.
 const GRO_CONTROL_WORDS: usize = 8;

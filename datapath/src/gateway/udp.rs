@@ -54,7 +54,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     dns::{DNS_PORT, Intercept, MAX_REPLY_SOCKETS, in_family_of, reply_socket},
-    gso::{self, MAX_GSO_BYTES, MAX_GSO_SEGMENTS, send_gso},
+    gso::{self, send_gso},
     uring::{self, UringReceiver},
     worker::{Choice, DIAL_TIMEOUT, RelayContext, reroute},
 };
@@ -245,8 +245,11 @@ pub struct UdpRelay {
     quic: QuicSessions<(SocketAddr, SocketAddr), Vec<u8>>,
     /// Decided flows and when they were last used.
     routes: HashMap<(SocketAddr, SocketAddr), (Route, Instant)>,
-    /// Whether the kernel takes UDP_SEGMENT sends (cleared on the first refusal).
-    gso: Cell<bool>,
+    /// Whether the transparent reply sockets take UDP_SEGMENT sends of merged replies (cleared on the first
+    /// refusal).
+    reply_gso: Cell<bool>,
+    /// Sends the session sockets' batches (runs of one size in one GSO message; falls back by itself).
+    sender: RefCell<sys::GsoSender>,
     /// Counters.
     pub counters: Arc<UdpCounters>,
 }
@@ -499,7 +502,8 @@ impl UdpRelay {
             epoch: Instant::now(),
             quic: QuicSessions::default(),
             routes: HashMap::new(),
-            gso: Cell::new(true),
+            reply_gso: Cell::new(true),
+            sender: RefCell::new(sys::GsoSender::new(true).with_max_segment(usize::from(u16::MAX))),
             counters,
         })
     }
@@ -543,7 +547,7 @@ impl UdpRelay {
             }
             match &session.via {
                 // A merged buffer has a GSO send's layout: it leaves whole, its boundaries intact.
-                Via::Direct if count > 1 && self.gso.get() && got.segment <= usize::from(u16::MAX) => {
+                Via::Direct if count > 1 && self.reply_gso.get() && got.segment <= usize::from(u16::MAX) => {
                     self.send_run(&mut run, session.client);
                     match self.with_reply_socket(got.from, session.client, |fd, to| {
                         send_gso(fd, to, got.segment as u16, bytes)
@@ -555,7 +559,7 @@ impl UdpRelay {
                         }
                         Err(e) if matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT)) => {
                             debug!(error = %e, "UDP GSO refused: sending datagram by datagram from now on");
-                            self.gso.set(false);
+                            self.reply_gso.set(false);
                         }
                         Err(_) => {
                             self.counters.dropped.fetch_add(count, Ordering::Relaxed);
@@ -807,54 +811,15 @@ impl UdpRelay {
         self.flush(run, &mut pending);
     }
 
-    /// Sends what `pending` holds for `session`.
+    /// Sends what `pending` holds for `session`: runs of same-size datagrams to one destination in one GSO
+    /// message each, the rest datagram by datagram, all in as few `sendmmsg` calls as the kernel takes
+    /// ([`sys::GsoSender`], shared with the DNS forwarder).
     fn flush(&self, session: Option<Arc<Session>>, pending: &mut Vec<sys::Outgoing>) {
         let Some(session) = session else { return };
-        let fd = session.socket.as_raw_fd();
-        let v6 = session.v6;
-        let mut sent = 0;
-        let mut i = 0;
-        while i < pending.len() {
-            // A run of datagrams to one destination, all of one size but the last: one GSO send.
-            let (to, segment) = (pending[i].to, pending[i].payload.len());
-            let mut j = i + 1;
-            let mut bytes = segment;
-            while j < pending.len()
-                && j - i < MAX_GSO_SEGMENTS
-                && pending[j].to == to
-                && pending[j - 1].payload.len() == segment
-                && pending[j].payload.len() <= segment
-                && bytes + pending[j].payload.len() <= MAX_GSO_BYTES
-            {
-                bytes += pending[j].payload.len();
-                j += 1;
-            }
-            let run = &pending[i..j];
-            let gso = match (self.gso.get(), to) {
-                (true, Some(to)) if run.len() >= 2 && segment > 0 => {
-                    let mut buf = Vec::with_capacity(bytes);
-                    run.iter().for_each(|d| buf.extend_from_slice(&d.payload));
-                    match send_gso(fd, to, segment as u16, &buf) {
-                        Ok(()) => {
-                            self.counters.gso_sends.fetch_add(1, Ordering::Relaxed);
-                            Some(run.len())
-                        }
-                        Err(e) if matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT)) => {
-                            debug!(error = %e, "UDP GSO refused: sending datagram by datagram from now on");
-                            self.gso.set(false);
-                            None
-                        }
-                        Err(_) => Some(0),
-                    }
-                }
-                _ => None,
-            };
-            sent += match gso {
-                Some(n) => n,
-                None => sys::send_batch(fd, v6, run).unwrap_or(0),
-            };
-            i = j;
-        }
+        let mut sender = self.sender.borrow_mut();
+        let before = sender.gso_messages();
+        let sent = sender.send(session.socket.as_raw_fd(), session.v6, pending).datagrams;
+        self.counters.gso_sends.fetch_add(sender.gso_messages() - before, Ordering::Relaxed);
         self.counters.forwarded.fetch_add(sent as u64, Ordering::Relaxed);
         self.counters.dropped.fetch_add((pending.len() - sent) as u64, Ordering::Relaxed);
         pending.clear();

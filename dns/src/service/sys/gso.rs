@@ -13,7 +13,7 @@ use std::os::fd::RawFd;
 use super::{BATCH, CONTROL_BUF, Outgoing, std_to_sockaddr, write_pktinfo};
 
 /// `UDP_SEGMENT` (linux/udp.h): the segment size of a GSO send.
-const UDP_SEGMENT: libc::c_int = 103;
+pub const UDP_SEGMENT: libc::c_int = 103;
 /// Datagrams per GSO send (the kernel's `UDP_MAX_SEGMENTS` is 64 before 6.9, 128 after).
 pub const MAX_GSO_SEGMENTS: usize = 64;
 /// Bytes per GSO send: one IP datagram's payload, with room for IPv6 and UDP headers under 65,535.
@@ -37,6 +37,10 @@ pub struct Sent {
 /// then sends datagram by datagram for good).
 pub struct GsoSender {
     gso: bool,
+    /// Largest datagram sent as a GSO segment ([`MAX_GSO_SEGMENT`] unless [`GsoSender::with_max_segment`]).
+    max_segment: usize,
+    /// GSO messages sent so far (each carried several datagrams).
+    gso_messages: u64,
     /// Indices into the batch, grouped by destination (stable: each destination's datagrams keep their order).
     order: Vec<u32>,
     /// Per message: (first position in `order`, datagrams, segment size or 0 for a plain send).
@@ -64,6 +68,8 @@ impl GsoSender {
     pub fn new(gso: bool) -> Self {
         Self {
             gso,
+            max_segment: MAX_GSO_SEGMENT,
+            gso_messages: 0,
             order: Vec::new(),
             runs: Vec::new(),
             iovecs: Vec::new(),
@@ -73,9 +79,21 @@ impl GsoSender {
         }
     }
 
+    /// The same with runs of datagrams up to `max` bytes merged (a sender whose path MTU is known to be large
+    /// enough, or that accepts falling back for good on the first refusal).
+    pub fn with_max_segment(mut self, max: usize) -> Self {
+        self.max_segment = max;
+        self
+    }
+
     /// Whether runs still leave as GSO sends on this socket.
     pub fn gso(&self) -> bool {
         self.gso
+    }
+
+    /// GSO messages sent so far.
+    pub fn gso_messages(&self) -> u64 {
+        self.gso_messages
     }
 
     /// Sends `batch` on `fd` without blocking: consecutive datagrams (in the batch's order, per destination and
@@ -96,7 +114,7 @@ impl GsoSender {
             let segment = first.payload.len();
             let mut j = i + 1;
             let mut bytes = segment;
-            if self.gso && segment > 0 && segment <= MAX_GSO_SEGMENT {
+            if self.gso && segment > 0 && segment <= self.max_segment {
                 while j < self.order.len() && j - i < MAX_GSO_SEGMENTS {
                     let next = &batch[self.order[j] as usize];
                     let previous = &batch[self.order[j - 1] as usize];
@@ -198,6 +216,7 @@ impl GsoSender {
         };
         if n >= 0 {
             let n = n as usize;
+            self.gso_messages += runs[..n].iter().filter(|r| r.2 > 0).count() as u64;
             return Ok((n, runs[..n].iter().map(|r| r.1 as usize).sum()));
         }
         let error = io::Error::last_os_error();
