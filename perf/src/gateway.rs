@@ -180,7 +180,14 @@ fn bench_with(dae: &Path) -> anyhow::Result<Vec<Figure>> {
         reply_relay.push(run(&lan.client, server, RELAY_PORT, UDP_REPLY_ARGS)?);
     }
     let stats = daemon.stats()?;
-    eprintln!("gateway: udp_recv_ring_empty {} udp_dropped {}", stats["udp_recv_ring_empty"], stats["udp_dropped"]);
+    eprintln!(
+        "gateway: udp_recv_ring_empty {} udp_dropped {} udp_replied {} udp_reply_reads {} udp_gso_sends {}",
+        stats["udp_recv_ring_empty"],
+        stats["udp_dropped"],
+        stats["udp_replied"],
+        stats["udp_reply_reads"],
+        stats["udp_gso_sends"]
+    );
     let steered = stats["steered"].as_u64().unwrap_or(0);
     anyhow::ensure!(steered >= 2 * ROUNDS as u64, "relayed runs were not steered ({steered})");
     let loaded_rss = rss_kib(pid)?;

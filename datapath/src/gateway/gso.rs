@@ -7,7 +7,8 @@
 //!   [`GroBuffer::segments`] splits it back. The layout is the one a GSO send takes, so a merged buffer can leave
 //!   again in one GSO send with its boundaries intact.
 //! - Batches: [`GroBatch`] reads up to a batch of receives (datagrams or merged runs) in one `recvmmsg`;
-//!   [`send_many`] sends datagrams to one address in one `sendmmsg`.
+//!   replies leave through [`sys::GsoSender`] (same-size runs as GSO messages, the rest one by one, in one
+//!   `sendmmsg`), the sender shared with the DNS forwarder.
 
 use std::{io, net::SocketAddr, os::fd::RawFd};
 
@@ -45,40 +46,6 @@ pub fn send_gso(fd: RawFd, to: SocketAddr, segment: u16, buf: &[u8]) -> io::Resu
         libc::sendmsg(fd, &msg, 0)
     };
     if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
-}
-
-/// Sends each of `payloads` to `to` as its own datagram, in as few `sendmmsg` calls as the kernel takes, without
-/// blocking; returns how many left (the rest met a full socket buffer or an error: a router drops them).
-pub fn send_many(fd: RawFd, to: SocketAddr, payloads: &[&[u8]]) -> usize {
-    let addr = socket2::SockAddr::from(to);
-    let mut iovecs: Vec<libc::iovec> =
-        payloads.iter().map(|p| libc::iovec { iov_base: p.as_ptr().cast_mut().cast(), iov_len: p.len() }).collect();
-    // SAFETY: all-zero is a valid mmsghdr.
-    let mut headers: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; payloads.len()];
-    for (header, iov) in headers.iter_mut().zip(iovecs.iter_mut()) {
-        header.msg_hdr.msg_name = addr.as_ptr().cast_mut().cast();
-        header.msg_hdr.msg_namelen = addr.len();
-        header.msg_hdr.msg_iov = iov;
-        header.msg_hdr.msg_iovlen = 1;
-    }
-    let (mut at, mut sent) = (0, 0);
-    while at < headers.len() {
-        let left = headers.len() - at;
-        // SAFETY: headers[at..] point at `addr` and `iovecs`, which outlive the call.
-        let n = unsafe { libc::sendmmsg(fd, headers[at..].as_mut_ptr(), left as libc::c_uint, libc::MSG_DONTWAIT) };
-        if n >= 0 {
-            at += n as usize;
-            sent += n as usize;
-            continue;
-        }
-        match io::Error::last_os_error().kind() {
-            io::ErrorKind::Interrupted => {}
-            io::ErrorKind::WouldBlock => break,
-            // The datagram at `at` failed on its own (too large, say): skip it, send the rest.
-            _ => at += 1,
-        }
-    }
-    sent
 }
 
 /// Asks the kernel to hand `fd` merged same-flow datagrams (when the receiving device merged them).
@@ -310,31 +277,47 @@ mod tests {
         assert_eq!(got, [vec![1u8; 10], vec![3u8; 20]]);
     }
 
-    #[test]
-    fn send_many_delivers_each_payload_as_its_own_datagram_in_order() {
-        let (rx, tx) = pair();
-        tx.set_nonblocking(true).unwrap();
-        let payloads: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 1 + usize::from(i) * 30]).collect();
-        let slices: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
-        assert_eq!(send_many(tx.as_raw_fd(), rx.local_addr().unwrap(), &slices), 40);
-        let mut batch = GroBatch::new(64, 65_535);
-        let mut got = Vec::new();
-        while let Ok((n, _)) = batch.recv(rx.as_raw_fd()) {
-            assert!(n > 0);
-            got.extend(batch.received().map(|(r, bytes)| {
-                assert_eq!(r.count(), 1);
-                bytes.to_vec()
-            }));
-        }
-        assert_eq!(got, payloads);
+    /// The reply path's sender: borrowed payloads to one address, as `UdpRelay::send_run` hands them over.
+    fn reply_sender() -> sys::GsoSender {
+        sys::GsoSender::new(true).with_max_segment(usize::from(u16::MAX))
     }
 
     #[test]
-    fn send_many_skips_a_datagram_the_kernel_refuses_and_sends_the_rest() {
+    fn replies_leave_intact_and_in_order_with_same_size_runs_as_gso_messages() {
         let (rx, tx) = pair();
+        tx.set_nonblocking(true).unwrap();
+        let to = rx.local_addr().unwrap();
+        // Three runs of one size each (the last datagram of a run may be shorter), then singles of rising size.
+        let mut payloads: Vec<Vec<u8>> = Vec::new();
+        for (i, len) in [(0u8, 1_200), (1, 1_200), (2, 1_200), (3, 700), (4, 500), (5, 500), (6, 900)] {
+            payloads.push(vec![i; len]);
+        }
+        payloads.extend((7..40u8).map(|i| vec![i; 1 + usize::from(i) * 30]));
+        let datagrams: Vec<(SocketAddr, &[u8])> = payloads.iter().map(|p| (to, p.as_slice())).collect();
+        let mut sender = reply_sender();
+        assert_eq!(sender.send(tx.as_raw_fd(), false, &datagrams).datagrams, payloads.len());
+        assert!(sender.gso_messages() >= 2, "{} GSO messages", sender.gso_messages());
+        let mut batch = GroBatch::new(64, 65_535);
+        let (mut got, mut merged) = (Vec::new(), 0);
+        while let Ok((n, _)) = batch.recv(rx.as_raw_fd()) {
+            assert!(n > 0);
+            for (r, bytes) in batch.received() {
+                // The receiving socket asked for GRO: a GSO message arrives as one merged buffer.
+                merged += usize::from(r.count() > 1);
+                got.extend(r.segments(bytes).map(<[u8]>::to_vec));
+            }
+        }
+        assert_eq!(got, payloads);
+        assert_eq!(merged as u64, sender.gso_messages());
+    }
+
+    #[test]
+    fn a_reply_the_kernel_refuses_is_skipped_and_the_rest_sent() {
+        let (rx, tx) = pair();
+        let to = rx.local_addr().unwrap();
         let too_big = vec![0u8; 70_000];
-        let payloads: [&[u8]; 3] = [b"one", &too_big, b"three"];
-        assert_eq!(send_many(tx.as_raw_fd(), rx.local_addr().unwrap(), &payloads), 2);
+        let datagrams: [(SocketAddr, &[u8]); 3] = [(to, b"one"), (to, &too_big), (to, b"three")];
+        assert_eq!(reply_sender().send(tx.as_raw_fd(), false, &datagrams).datagrams, 2);
         let mut batch = GroBatch::new(8, 65_535);
         batch.recv(rx.as_raw_fd()).unwrap();
         let got: Vec<Vec<u8>> = batch.received().map(|(_, bytes)| bytes.to_vec()).collect();

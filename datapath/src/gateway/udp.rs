@@ -54,7 +54,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     dns::{DNS_PORT, Intercept, MAX_REPLY_SOCKETS, in_family_of, reply_socket},
-    gso::{self, send_gso},
+    gso,
     uring::{self, UringReceiver},
     worker::{Choice, DIAL_TIMEOUT, RelayContext, reroute},
 };
@@ -172,7 +172,8 @@ enum Route {
 #[derive(Default)]
 struct ReplyRun<'b> {
     from: Option<SocketAddr>,
-    payloads: Vec<&'b [u8]>,
+    /// (the client in the family of `from`'s socket, the payload).
+    datagrams: Vec<(SocketAddr, &'b [u8])>,
 }
 
 impl<'b> ReplyRun<'b> {
@@ -182,7 +183,7 @@ impl<'b> ReplyRun<'b> {
             relay.send_run(self, client);
         }
         self.from = Some(from);
-        self.payloads.push(payload);
+        self.datagrams.push((in_family_of(from, client), payload));
     }
 }
 
@@ -245,9 +246,9 @@ pub struct UdpRelay {
     quic: QuicSessions<(SocketAddr, SocketAddr), Vec<u8>>,
     /// Decided flows and when they were last used.
     routes: HashMap<(SocketAddr, SocketAddr), (Route, Instant)>,
-    /// Whether the transparent reply sockets take UDP_SEGMENT sends of merged replies (cleared on the first
-    /// refusal).
-    reply_gso: Cell<bool>,
+    /// Sends replies on the transparent reply sockets (same-size runs in one GSO message; the first refusal
+    /// turns GSO off for this worker's replies).
+    reply_sender: RefCell<sys::GsoSender>,
     /// Sends the session sockets' batches (runs of one size in one GSO message; falls back by itself).
     sender: RefCell<sys::GsoSender>,
     /// Counters.
@@ -502,7 +503,7 @@ impl UdpRelay {
             epoch: Instant::now(),
             quic: QuicSessions::default(),
             routes: HashMap::new(),
-            reply_gso: Cell::new(true),
+            reply_sender: RefCell::new(sys::GsoSender::new(true).with_max_segment(usize::from(u16::MAX))),
             sender: RefCell::new(sys::GsoSender::new(true).with_max_segment(usize::from(u16::MAX))),
             counters,
         })
@@ -537,37 +538,16 @@ impl UdpRelay {
         }
     }
 
-    /// Sends the last batch read on `session`'s socket back to its client.
+    /// Sends the last batch read on `session`'s socket back to its client: each run of replies from one remote
+    /// leaves in one `sendmmsg`, its same-size stretches (a GRO-merged receive, or single datagrams read in a
+    /// row) as GSO messages.
     fn reply_batch_to(&self, session: &Session) {
         let mut run = ReplyRun::default();
         for (got, bytes) in self.reply_batch.received() {
-            let count = got.count() as u64;
-            if count > 1 {
+            if got.count() > 1 {
                 self.counters.gro_receives.fetch_add(1, Ordering::Relaxed);
             }
             match &session.via {
-                // A merged buffer has a GSO send's layout: it leaves whole, its boundaries intact.
-                Via::Direct if count > 1 && self.reply_gso.get() && got.segment <= usize::from(u16::MAX) => {
-                    self.send_run(&mut run, session.client);
-                    match self.with_reply_socket(got.from, session.client, |fd, to| {
-                        send_gso(fd, to, got.segment as u16, bytes)
-                    }) {
-                        Ok(()) => {
-                            self.counters.gso_sends.fetch_add(1, Ordering::Relaxed);
-                            self.counters.replied.fetch_add(count, Ordering::Relaxed);
-                            continue;
-                        }
-                        Err(e) if matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT)) => {
-                            debug!(error = %e, "UDP GSO refused: sending datagram by datagram from now on");
-                            self.reply_gso.set(false);
-                        }
-                        Err(_) => {
-                            self.counters.dropped.fetch_add(count, Ordering::Relaxed);
-                            continue;
-                        }
-                    }
-                    got.segments(bytes).for_each(|datagram| run.push(self, got.from, datagram, session.client));
-                }
                 Via::Direct => {
                     got.segments(bytes).for_each(|datagram| run.push(self, got.from, datagram, session.client))
                 }
@@ -587,14 +567,18 @@ impl UdpRelay {
         self.send_run(&mut run, session.client);
     }
 
-    /// Sends `run` to `client` from its remote's address (one `sendmmsg`) and empties it.
+    /// Sends `run` to `client` from its remote's address and empties it.
     fn send_run(&self, run: &mut ReplyRun<'_>, client: SocketAddr) {
         let Some(from) = run.from else { return };
-        let sent =
-            self.with_reply_socket(from, client, |fd, to| Ok(gso::send_many(fd, to, &run.payloads))).unwrap_or(0);
+        let mut sender = self.reply_sender.borrow_mut();
+        let before = sender.gso_messages();
+        let sent = self
+            .with_reply_socket(from, client, |fd, _| Ok(sender.send(fd, from.is_ipv6(), &run.datagrams).datagrams))
+            .unwrap_or(0);
+        self.counters.gso_sends.fetch_add(sender.gso_messages() - before, Ordering::Relaxed);
         self.counters.replied.fetch_add(sent as u64, Ordering::Relaxed);
-        self.counters.dropped.fetch_add((run.payloads.len() - sent) as u64, Ordering::Relaxed);
-        run.payloads.clear();
+        self.counters.dropped.fetch_add((run.datagrams.len() - sent) as u64, Ordering::Relaxed);
+        run.datagrams.clear();
         run.from = None;
     }
 

@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 mod gso;
-pub use gso::{GsoSender, MAX_GSO_BYTES, MAX_GSO_SEGMENT, MAX_GSO_SEGMENTS, Sent, UDP_SEGMENT};
+pub use gso::{Datagram, GsoSender, MAX_GSO_BYTES, MAX_GSO_SEGMENT, MAX_GSO_SEGMENTS, Sent, UDP_SEGMENT};
 
 /// Datagrams moved per `recvmmsg` / `sendmmsg` call. honk measured vlen 8 -> 16 as +1.8% and 32 as nothing
 /// more (peers.md); 32 keeps bursts from dnsperf in one call.

@@ -12,6 +12,41 @@ use std::os::fd::RawFd;
 
 use super::{BATCH, CONTROL_BUF, Outgoing, std_to_sockaddr, write_pktinfo};
 
+/// What [`GsoSender::send`] sends: a payload, its destination and its source.
+pub trait Datagram {
+    /// The payload.
+    fn payload(&self) -> &[u8];
+    /// The destination; `None` on a connected socket.
+    fn to(&self) -> Option<SocketAddr>;
+    /// The source address and interface to send from (IP_PKTINFO); `None`: the socket's own.
+    fn from(&self) -> Option<(std::net::IpAddr, u32)>;
+}
+
+impl Datagram for Outgoing {
+    fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+    fn to(&self) -> Option<SocketAddr> {
+        self.to
+    }
+    fn from(&self) -> Option<(std::net::IpAddr, u32)> {
+        self.from
+    }
+}
+
+/// A borrowed payload to a destination, from the socket's own address.
+impl Datagram for (SocketAddr, &[u8]) {
+    fn payload(&self) -> &[u8] {
+        self.1
+    }
+    fn to(&self) -> Option<SocketAddr> {
+        Some(self.0)
+    }
+    fn from(&self) -> Option<(std::net::IpAddr, u32)> {
+        None
+    }
+}
+
 /// `UDP_SEGMENT` (linux/udp.h): the segment size of a GSO send.
 pub const UDP_SEGMENT: libc::c_int = 103;
 /// Datagrams per GSO send (the kernel's `UDP_MAX_SEGMENTS` is 64 before 6.9, 128 after).
@@ -99,8 +134,8 @@ impl GsoSender {
     /// Sends `batch` on `fd` without blocking: consecutive datagrams (in the batch's order, per destination and
     /// source) of one size, the last possibly shorter, leave as one GSO message. Datagrams to different
     /// destinations may leave in a different order than the batch's; each destination's keep theirs.
-    pub fn send(&mut self, fd: RawFd, v6_socket: bool, batch: &[Outgoing]) -> Sent {
-        let key = |out: &Outgoing| (out.to, out.from);
+    pub fn send<D: Datagram>(&mut self, fd: RawFd, v6_socket: bool, batch: &[D]) -> Sent {
+        let key = |out: &D| (out.to(), out.from());
         self.order.clear();
         self.order.extend(0..batch.len() as u32);
         if self.gso && batch.len() > 1 {
@@ -111,19 +146,22 @@ impl GsoSender {
         let mut i = 0;
         while i < self.order.len() {
             let first = &batch[self.order[i] as usize];
-            let segment = first.payload.len();
+            let segment = first.payload().len();
             let mut j = i + 1;
             let mut bytes = segment;
             if self.gso && segment > 0 && segment <= self.max_segment {
                 while j < self.order.len() && j - i < MAX_GSO_SEGMENTS {
                     let next = &batch[self.order[j] as usize];
                     let previous = &batch[self.order[j - 1] as usize];
-                    let fits = next.payload.len() <= segment && bytes + next.payload.len() <= MAX_GSO_BYTES;
-                    if key(next) != key(first) || previous.payload.len() != segment || !fits || next.payload.is_empty()
+                    let fits = next.payload().len() <= segment && bytes + next.payload().len() <= MAX_GSO_BYTES;
+                    if key(next) != key(first)
+                        || previous.payload().len() != segment
+                        || !fits
+                        || next.payload().is_empty()
                     {
                         break;
                     }
-                    bytes += next.payload.len();
+                    bytes += next.payload().len();
                     j += 1;
                 }
             }
@@ -160,11 +198,11 @@ impl GsoSender {
     }
 
     /// One `sendmmsg` call for `runs[from..to]`: (messages sent, datagrams they carried).
-    fn send_runs(
+    fn send_runs<D: Datagram>(
         &mut self,
         fd: RawFd,
         v6_socket: bool,
-        batch: &[Outgoing],
+        batch: &[D],
         from: usize,
         to: usize,
     ) -> Result<(usize, usize), RunError> {
@@ -176,13 +214,13 @@ impl GsoSender {
         self.headers.clear();
         for &(first, count, _) in runs {
             for &index in &self.order[first as usize..(first + count) as usize] {
-                let payload = &batch[index as usize].payload;
+                let payload = batch[index as usize].payload();
                 self.iovecs.push(libc::iovec { iov_base: payload.as_ptr().cast_mut().cast(), iov_len: payload.len() });
             }
             let out = &batch[self.order[first as usize] as usize];
             // SAFETY: all-zero sockaddr_storage is valid; length 0 means "no address".
             self.names
-                .push(out.to.map_or_else(|| (unsafe { std::mem::zeroed() }, 0), |to| std_to_sockaddr(to, v6_socket)));
+                .push(out.to().map_or_else(|| (unsafe { std::mem::zeroed() }, 0), |to| std_to_sockaddr(to, v6_socket)));
             self.controls.push([0u64; CONTROL_BUF / 8]);
         }
         debug_assert_eq!(self.iovecs.len(), datagrams);
@@ -199,13 +237,13 @@ impl GsoSender {
             msg.msg_iovlen = count as usize;
             iov += count as usize;
             let out = &batch[self.order[first as usize] as usize];
-            if out.from.is_some() || segment > 0 {
+            if out.from().is_some() || segment > 0 {
                 msg.msg_control = self.controls[k].as_mut_ptr().cast();
                 msg.msg_controllen = CONTROL_BUF;
                 // SAFETY: the control buffer is CONTROL_BUF (128) bytes: one pktinfo message (at most 40) and one
                 // UDP_SEGMENT message (24) fit; the helper walks it with the CMSG macros and sets msg_controllen
                 // to the bytes used.
-                unsafe { write_controls(msg, out.from, segment, v6_socket) };
+                unsafe { write_controls(msg, out.from(), segment, v6_socket) };
             }
             self.headers.push(header);
         }
