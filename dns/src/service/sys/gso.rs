@@ -114,8 +114,8 @@ impl GsoSender {
         }
     }
 
-    /// The same with runs of datagrams up to `max` bytes merged (a sender whose path MTU is known to be large
-    /// enough, or that accepts falling back for good on the first refusal).
+    /// The same with runs of datagrams up to `max` bytes merged (a sender whose path MTU may be smaller sends a
+    /// refused run datagram by datagram, one failed system call per such run).
     pub fn with_max_segment(mut self, max: usize) -> Self {
         self.max_segment = max;
         self
@@ -180,13 +180,19 @@ impl GsoSender {
                     sent.datagrams += datagrams;
                     run += messages;
                 }
-                Err(RunError::GsoRefused) => {
+                Err(RunError::GsoRefused { for_good: true }) => {
                     // Split the refused run (and every later one) into single datagrams and go on without GSO.
                     self.gso = false;
                     let rest: Vec<(u32, u32, u16)> = self.runs.drain(run..).collect();
                     for (first, count, _) in rest {
                         self.runs.extend((first..first + count).map(|p| (p, 1, 0)));
                     }
+                }
+                Err(RunError::GsoRefused { for_good: false }) => {
+                    // This run's segments do not fit the path: send them one by one (fragmented as any datagram
+                    // of that size would be); other runs keep GSO.
+                    let (first, count, _) = self.runs[run];
+                    self.runs.splice(run..=run, (first..first + count).map(|p| (p, 1, 0)));
                 }
                 Err(RunError::Retry) => {}
                 Err(RunError::Skip) => run += 1,
@@ -258,9 +264,15 @@ impl GsoSender {
             return Ok((n, runs[..n].iter().map(|r| r.1 as usize).sum()));
         }
         let error = io::Error::last_os_error();
-        // The first message failed. A GSO message the path cannot take: retry without GSO.
-        if runs[0].2 > 0 && matches!(error.raw_os_error(), Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT)) {
-            return Err(RunError::GsoRefused);
+        // The first message failed. A GSO message the path cannot take: retry without GSO. EINVAL says this
+        // run's segment size exceeds the path MTU (or its length the segment limit); EIO and ENOPROTOOPT say
+        // the path takes no GSO at all (IPsec, no checksum offload).
+        if runs[0].2 > 0 {
+            match error.raw_os_error() {
+                Some(libc::EINVAL) => return Err(RunError::GsoRefused { for_good: false }),
+                Some(libc::EIO | libc::ENOPROTOOPT) => return Err(RunError::GsoRefused { for_good: true }),
+                _ => {}
+            }
         }
         Err(match error.kind() {
             io::ErrorKind::Interrupted => RunError::Retry,
@@ -271,8 +283,8 @@ impl GsoSender {
 }
 
 enum RunError {
-    /// The path refused a GSO message.
-    GsoRefused,
+    /// The path refused a GSO message: this run's (`for_good` false), or any (true).
+    GsoRefused { for_good: bool },
     /// Interrupted by a signal: call again.
     Retry,
     /// One message failed (an unreachable client, say): skip it, the rest may go.
@@ -386,6 +398,29 @@ mod tests {
         batch.push(out(vec![0xbb; 1500], to));
         let sent = GsoSender::default().send(server.as_raw_fd(), false, &batch);
         assert_eq!(sent, Sent { datagrams: 72, messages: 4 });
+        assert_eq!(drain(&client), batch.iter().map(|o| o.payload.clone()).collect::<Vec<_>>());
+    }
+
+    /// A run the path refuses with EINVAL (its segments exceed the path MTU; injected here with `SO_NO_CHECK`,
+    /// for which the kernel answers a GSO send the same way) leaves datagram by datagram, and GSO stays on for
+    /// the next runs; EIO would have turned it off.
+    #[test]
+    fn a_run_refused_with_einval_leaves_one_by_one_and_gso_stays_on() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = client.local_addr().unwrap();
+        super::super::set_int_opt(server.as_raw_fd(), libc::SOL_SOCKET, libc::SO_NO_CHECK, 1).unwrap();
+        let batch: Vec<Outgoing> = (0..10u8).map(|i| out(vec![i; 300], to)).collect();
+        let mut sender = GsoSender::default();
+        let sent = sender.send(server.as_raw_fd(), false, &batch);
+        assert_eq!(sent, Sent { datagrams: 10, messages: 10 });
+        assert!(sender.gso(), "EINVAL refuses one run, not the path");
+        assert_eq!(sender.gso_messages(), 0);
+        assert_eq!(drain(&client), batch.iter().map(|o| o.payload.clone()).collect::<Vec<_>>());
+        // The same socket with the option cleared takes GSO again, with no new sender.
+        super::super::set_int_opt(server.as_raw_fd(), libc::SOL_SOCKET, libc::SO_NO_CHECK, 0).unwrap();
+        let sent = sender.send(server.as_raw_fd(), false, &batch);
+        assert_eq!(sent, Sent { datagrams: 10, messages: 1 });
         assert_eq!(drain(&client), batch.iter().map(|o| o.payload.clone()).collect::<Vec<_>>());
     }
 
