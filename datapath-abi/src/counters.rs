@@ -13,7 +13,7 @@ pub enum Counter {
     FlowTableFull = 1,
     /// An IP packet that is neither TCP nor UDP passed untouched.
     NotTcpUdp = 2,
-    /// An IP fragment passed untouched.
+    /// An IP fragment passed untouched (not a LAN UDP one, or a later fragment whose first was not seen).
     Fragment = 3,
     /// A packet whose headers were truncated or inconsistent passed untouched.
     Malformed = 4,
@@ -31,10 +31,14 @@ pub enum Counter {
     Steered = 10,
     /// A proxied flow could not be steered (no worker socket in its slot); it passed untouched.
     SteerNoSocket = 11,
+    /// A later IP fragment followed its first fragment's decision (marked for a worker or a route, or dropped).
+    FragmentFollowed = 12,
+    /// A reassembled datagram of a steered fragment train was handed to its worker's socket (`sk_lookup`).
+    ReassembledSteered = 13,
 }
 
 /// Number of [`Counter`] slots; the `COUNTERS` map has exactly this many entries.
-pub const COUNTER_SLOTS: u32 = 12;
+pub const COUNTER_SLOTS: u32 = 14;
 
 impl Counter {
     /// Every counter, in index order.
@@ -51,6 +55,8 @@ impl Counter {
         Counter::XdpBlocked,
         Counter::Steered,
         Counter::SteerNoSocket,
+        Counter::FragmentFollowed,
+        Counter::ReassembledSteered,
     ];
 
     /// The metric name operators see.
@@ -68,6 +74,8 @@ impl Counter {
             Counter::XdpBlocked => "xdp_blocked",
             Counter::Steered => "steered",
             Counter::SteerNoSocket => "steer_no_socket",
+            Counter::FragmentFollowed => "fragment_followed",
+            Counter::ReassembledSteered => "reassembled_steered",
         }
     }
 }

@@ -28,7 +28,7 @@ pub const PROG_BENCH_EMPTY_XDP: &str = "bench_empty_xdp";
 pub const PROG_BENCH_EMPTY_TC: &str = "bench_empty_tc";
 
 /// Every program in the object.
-pub const PROGRAMS: [&str; 14] = [
+pub const PROGRAMS: [&str; 15] = [
     PROG_XDP_L2,
     PROG_XDP_L3,
     PROG_XDP_LAN_L2,
@@ -43,6 +43,7 @@ pub const PROGRAMS: [&str; 14] = [
     PROG_ROUTE_PROBE,
     PROG_CGROUP_SOCK_CREATE,
     PROG_TC_LOCAL_INGRESS,
+    PROG_SK_LOOKUP_REASM,
 ];
 
 /// `Array<FlowBucket>`, mmap-able: the flow table.
@@ -88,6 +89,10 @@ pub const MAP_SOCK_PNAME: &str = "SOCK_PNAME";
 pub const MAP_STEER_CONFIG: &str = "STEER_CONFIG";
 /// `SockMap` [MAX_WORKERS × SOCKS_PER_WORKER]: the workers' transparent sockets.
 pub const MAP_STEER_SOCKS: &str = "STEER_SOCKS";
+/// `LruHashMap<FragKey, FragAction>` [FRAG_ENTRIES]: what later fragments of a datagram do (its first's decision).
+pub const MAP_FRAG_TRAINS: &str = "FRAG_TRAINS";
+/// `LruHashMap<FlowKey, u32>` [FRAG_ENTRIES]: the worker slot of a flow whose fragmented datagrams are steered.
+pub const MAP_REASM_STEER: &str = "REASM_STEER";
 /// `Array<RouteProbe>` [1]: in/out of `route_probe`.
 pub const MAP_ROUTE_PROBE: &str = "ROUTE_PROBE";
 
@@ -100,8 +105,12 @@ pub const PROG_TC_LOCAL_INGRESS: &str = "tc_local_ingress";
 /// `cgroup/sock_create` on the cgroup v2 root: records which process created each socket.
 pub const PROG_CGROUP_SOCK_CREATE: &str = "cgroup_sock_create";
 
+/// `sk_lookup` on the daemon's network namespace: hands reassembled datagrams of steered fragment trains to
+/// their worker's socket.
+pub const PROG_SK_LOOKUP_REASM: &str = "sk_lookup_reasm";
+
 /// Every map in the object.
-pub const MAPS: [&str; 19] = [
+pub const MAPS: [&str; 21] = [
     MAP_FLOWS,
     MAP_ADMISSION,
     MAP_COUNTERS,
@@ -121,4 +130,6 @@ pub const MAPS: [&str; 19] = [
     MAP_ROUTE_PROBE,
     MAP_STEER_CONFIG,
     MAP_STEER_SOCKS,
+    MAP_FRAG_TRAINS,
+    MAP_REASM_STEER,
 ];

@@ -56,5 +56,56 @@ pub const LOCAL_STEER_FIRST: u32 = 1 << 14;
 /// With [`LOCAL_STEER`]: the sockmap slot (`steer_slot`) of the worker socket.
 pub const LOCAL_STEER_SLOT: u32 = 0x0FFF;
 
+/// Fragmented UDP datagrams of a proxied LAN flow: tc sees fragments before the kernel reassembles them, and
+/// only the first carries the ports. The first fragment is routed as its flow; its decision is remembered by
+/// datagram ([`FragKey`] -> [`FragAction`] in `FRAG_TRAINS`) and applied to the later fragments, which arrive
+/// after it in the usual case (a later fragment seen first passes untouched, counted `fragment`). A steered
+/// train is only marked: the kernel reassembles it in local delivery, which forgets socket assignments, so the
+/// flow (a `FlowKey`, in `REASM_STEER`) names its worker slot for the `sk_lookup` program, which hands the whole
+/// datagram to that worker's socket.
+///
 /// [`SteerConfig::flags`]: the DNS forwarder runs; steer LAN DNS (decision `outbound::DNS`) to the workers.
 pub const STEER_F_DNS: u32 = 1 << 0;
+/// [`SteerConfig::flags`]: the `sk_lookup` program is attached; steer fragment trains of proxied LAN UDP flows
+/// (without it they pass untouched, as before).
+pub const STEER_F_REASM: u32 = 1 << 1;
+
+/// Entries of `FRAG_TRAINS` and of `REASM_STEER`: fragmented datagrams followed at once (both LRU, so an
+/// abandoned train falls out and a new one is never refused).
+pub const FRAG_ENTRIES: u32 = 4_096;
+
+/// `FRAG_TRAINS` key: the fragments of one IP datagram (RFC 791 / RFC 8200: source, destination, protocol and
+/// identification). Addresses as in `FlowKey` (IPv4 mapped into IPv6).
+///
+/// Layout (40 bytes, align 4): `src_addr [u8; 16], dst_addr [u8; 16], id u32, l4_proto u8, _pad [u8; 3]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    /// Source address, network order.
+    pub src_addr: [u8; 16],
+    /// Destination address, network order.
+    pub dst_addr: [u8; 16],
+    /// IP identification (IPv4's 16 bits widened, IPv6's 32).
+    pub id: u32,
+    /// Transport protocol.
+    pub l4_proto: u8,
+    /// Always zero.
+    pub _pad: [u8; 3],
+}
+assert_layout!(FragKey, size = 40, align = 4);
+assert_offset!(FragKey, id, 32);
+assert_offset!(FragKey, l4_proto, 36);
+
+/// `FRAG_TRAINS` value: what the first fragment's flow decision does to the later ones.
+///
+/// Layout (8 bytes, align 4): `mark u32 (set on each later fragment; 0: none), drop u32 (1: drop them)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragAction {
+    /// Mark to set (the tproxy mark of a steered train, a routing mark of a marked one).
+    pub mark: u32,
+    /// 1: the train's flow is blocked.
+    pub drop: u32,
+}
+assert_layout!(FragAction, size = 8, align = 4);
+assert_offset!(FragAction, drop, 4);

@@ -118,6 +118,14 @@ pub fn cgroup_sock_create(sock: *mut aya_ebpf::bindings::bpf_sock) -> i32 {
     1
 }
 
+/// `sk_lookup` on the daemon's network namespace: reassembled datagrams of steered fragment trains go to their
+/// worker's socket (`steer::reassembled`).
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "sk_lookup")]
+pub fn sk_lookup_reasm(ctx: *mut aya_ebpf::bindings::bpf_sk_lookup) -> u32 {
+    steer::reassembled(ctx)
+}
+
 /// Benchmark baseline: an XDP program that only passes. Loaded, never attached; `perf` subtracts its
 /// BPF_PROG_TEST_RUN cost (harness overhead) from the real programs'.
 #[unsafe(no_mangle)]

@@ -7,14 +7,14 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, SockMap},
 };
 use datapath_abi::{
-    Admission, FlowBucket,
+    Admission, FlowBucket, FlowKey,
     counters::COUNTER_SLOTS,
     route::{
         BANKS, COMM_LEN, DOMAIN_ENTRIES, DomainKey, IFACE_ENTRIES, IfaceKey, LPM_DATA, LPM_ENTRIES, MAC_ENTRIES,
         MAX_CLASSES, MAX_RULES, MacKey, PNAME_ENTRIES, PORT_SLOTS, PnameKey, RouteAction, RouteConfig, RouteProbe,
         RouteSelector, RuleBits, SMALL_SLOTS, SOCK_PNAME_ENTRIES,
     },
-    steer::{MAX_WORKERS, SOCKS_PER_WORKER, SteerConfig},
+    steer::{FRAG_ENTRIES, FragAction, FragKey, MAX_WORKERS, SOCKS_PER_WORKER, SteerConfig},
 };
 
 /// The flow table: buckets of slots, mmap-able so userspace reads and expires flows without system calls.
@@ -97,6 +97,14 @@ pub static STEER_CONFIG: Array<SteerConfig> = Array::with_max_entries(1, 0);
 /// The workers' transparent sockets, at `steer_slot(worker, ipv6, udp)`.
 #[map(name = "STEER_SOCKS")]
 pub static STEER_SOCKS: SockMap = SockMap::with_max_entries(MAX_WORKERS * SOCKS_PER_WORKER, 0);
+
+/// What the later fragments of a datagram do: its first fragment's decision (`datapath_abi::steer`).
+#[map(name = "FRAG_TRAINS")]
+pub static FRAG_TRAINS: LruHashMap<FragKey, FragAction> = LruHashMap::with_max_entries(FRAG_ENTRIES, 0);
+
+/// The worker slot of a flow whose fragmented datagrams are steered, for `sk_lookup` after reassembly.
+#[map(name = "REASM_STEER")]
+pub static REASM_STEER: LruHashMap<FlowKey, u32> = LruHashMap::with_max_entries(FRAG_ENTRIES, 0);
 
 /// In/out of `route_probe`.
 #[map(name = "ROUTE_PROBE")]

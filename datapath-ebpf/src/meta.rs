@@ -68,5 +68,7 @@ pub fn read<const L2: bool>(skb: *mut __sk_buff) -> Option<Headers> {
         proto: m.l4_proto,
         vlan_tags: m.vlan_tags,
         fragment: m.flags & META_F_FRAGMENT != 0,
+        first_fragment: false,
+        fragment_id: 0,
     })
 }

@@ -21,6 +21,8 @@ const ETH_P_8021AD: u16 = 0x88A8;
 const IPV4_MIN_HLEN: usize = 20;
 const IPV6_HLEN: usize = 40;
 const IPV4_FRAG_MASK: u16 = 0x3fff; // MF flag + fragment offset: any fragment, first or later
+const IPV4_FRAG_OFFSET: u16 = 0x1fff; // fragment offset (8-byte units): 0 in a first fragment
+const IPV6_FRAG_OFFSET: u16 = 0xfff8; // the fragment header's offset bits: 0 in a first fragment
 const NEXTHDR_HOP: u8 = 0;
 const NEXTHDR_ROUTING: u8 = 43;
 const NEXTHDR_FRAGMENT: u8 = 44;
@@ -46,6 +48,11 @@ pub struct Headers {
     pub vlan_tags: u8,
     /// First or later IP fragment.
     pub fragment: bool,
+    /// A fragment at offset 0 (it carries the transport header); read by a linear parse only, never from XDP
+    /// metadata.
+    pub first_fragment: bool,
+    /// The fragment's IP identification (IPv4's 16 bits, IPv6's 32); 0 unless `fragment` and parsed linearly.
+    pub fragment_id: u32,
 }
 
 /// Why a packet is not tagged.
@@ -124,16 +131,27 @@ fn ipv4(start: usize, end: usize, l3: usize, vlan_tags: u8) -> Result<Headers, S
     if ihl < IPV4_MIN_HLEN {
         return Err(Skip::Malformed);
     }
-    let frag = u16::from_be(load::<u16>(start, end, l3 + 6)?);
+    let [id, frag] = load::<[u16; 2]>(start, end, l3 + 4)?;
+    let frag = u16::from_be(frag);
     let proto = load::<u8>(start, end, l3 + 9)?;
-    Ok(Headers { l3, l4: l3 + ihl, version: 4, proto, vlan_tags, fragment: frag & IPV4_FRAG_MASK != 0 })
+    let fragment = frag & IPV4_FRAG_MASK != 0;
+    Ok(Headers {
+        l3,
+        l4: l3 + ihl,
+        version: 4,
+        proto,
+        vlan_tags,
+        fragment,
+        first_fragment: fragment && frag & IPV4_FRAG_OFFSET == 0,
+        fragment_id: if fragment { u32::from(u16::from_be(id)) } else { 0 },
+    })
 }
 
 #[inline(always)]
 fn ipv6(start: usize, end: usize, l3: usize, vlan_tags: u8) -> Result<Headers, Skip> {
     let mut next = load::<u8>(start, end, l3 + 6)?;
     let mut l4 = l3 + IPV6_HLEN;
-    let mut fragment = false;
+    let (mut fragment, mut first_fragment, mut fragment_id) = (false, false, 0);
     for _ in 0..MAX_IPV6_EXT_HEADERS {
         if !matches!(next, NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST | NEXTHDR_AUTH | NEXTHDR_FRAGMENT) {
             break;
@@ -150,13 +168,17 @@ fn ipv6(start: usize, end: usize, l3: usize, vlan_tags: u8) -> Result<Headers, S
             return Err(Skip::Malformed);
         }
         if next == NEXTHDR_FRAGMENT {
+            // Next header, reserved, offset and flags, then the 32-bit identification.
+            let [_, offset, id_high, id_low] = load::<[u16; 4]>(start, end, l4 - 8)?;
             fragment = true;
+            first_fragment = u16::from_be(offset) & IPV6_FRAG_OFFSET == 0;
+            fragment_id = u32::from(u16::from_be(id_high)) << 16 | u32::from(u16::from_be(id_low));
             next = following;
             break;
         }
         next = following;
     }
-    Ok(Headers { l3, l4, version: 6, proto: next, vlan_tags, fragment })
+    Ok(Headers { l3, l4, version: 6, proto: next, vlan_tags, fragment, first_fragment, fragment_id })
 }
 
 /// Whether `proto` is tagged.

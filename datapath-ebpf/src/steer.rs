@@ -2,17 +2,20 @@
 //! worker's transparent socket (see `datapath_abi::steer`).
 
 use aya_ebpf::{
-    bindings::{__sk_buff, bpf_sock},
+    bindings::{__sk_buff, bpf_sk_lookup, bpf_sock},
     helpers::{bpf_map_lookup_elem, bpf_sk_assign, bpf_sk_release},
 };
 use datapath_abi::{
-    Counter,
-    steer::{LOCAL_STEER, LOCAL_STEER_FIRST, LOCAL_STEER_SLOT, STEER_F_DNS, steer_slot},
+    Counter, FlowKey,
+    flow::{IPPROTO_UDP, V4_MAPPED_PREFIX},
+    steer::{
+        FragAction, FragKey, LOCAL_STEER, LOCAL_STEER_FIRST, LOCAL_STEER_SLOT, STEER_F_DNS, STEER_F_REASM, steer_slot,
+    },
 };
 
 use crate::{
     counters,
-    maps::{STEER_CONFIG, STEER_SOCKS},
+    maps::{FRAG_TRAINS, REASM_STEER, STEER_CONFIG, STEER_SOCKS},
 };
 
 /// Steers the packet if workers are registered (and, for DNS, `proxied` false, the forwarder runs); otherwise
@@ -161,4 +164,115 @@ pub fn local_ingress(skb: *mut __sk_buff) -> i32 {
         counters::bump(Counter::Steered);
     }
     TC_ACT_UNSPEC
+}
+
+/// The `FRAG_TRAINS` key of the datagram `key` (its addresses) with IP identification `id`.
+#[inline(always)]
+fn train_key(key: &FlowKey, id: u32) -> FragKey {
+    FragKey { src_addr: key.src_addr, dst_addr: key.dst_addr, id, l4_proto: key.l4_proto, _pad: [0; 3] }
+}
+
+/// What the later fragments of datagram (`key`'s addresses, `id`) do, if its first fragment was seen.
+#[inline(always)]
+pub fn train_action(key: &FlowKey, id: u32) -> Option<FragAction> {
+    // SAFETY: an LRU map value copied out at once.
+    unsafe { FRAG_TRAINS.get(&train_key(key, id)) }.copied()
+}
+
+/// Remembers what the later fragments of datagram (`key`'s addresses, `id`) do: set `mark`, or `drop`.
+#[inline(always)]
+pub fn remember_train(key: &FlowKey, id: u32, mark: u32, drop: bool) -> bool {
+    FRAG_TRAINS.insert(&train_key(key, id), &FragAction { mark, drop: drop as u32 }, 0).is_ok()
+}
+
+/// The first fragment of a proxied LAN UDP datagram: reassembly in local delivery forgets socket assignments,
+/// so instead of assigning it, names the flow's worker slot for `sk_lookup` ([`reassembled`]) and marks this
+/// fragment and (through `FRAG_TRAINS`) the later ones for local delivery. Fail-open like [`steer`]: with no
+/// workers, no socket in the slot, or no `sk_lookup` program (`STEER_F_REASM`) the train passes untouched.
+#[inline(always)]
+pub fn steer_train(skb: *mut __sk_buff, hash: u32, ipv6: bool, key: &FlowKey, id: u32, proxied: bool) {
+    let Some(cfg) = STEER_CONFIG.get(0) else { return };
+    if cfg.workers == 0 || cfg.flags & STEER_F_REASM == 0 || (!proxied && cfg.flags & STEER_F_DNS == 0) {
+        return;
+    }
+    let slot = steer_slot(hash % cfg.workers, ipv6, true);
+    // SAFETY: as in `steer`: a referenced socket (or null), released at once; only its presence matters here.
+    let sk = unsafe {
+        bpf_map_lookup_elem(core::ptr::addr_of!(STEER_SOCKS).cast_mut().cast(), core::ptr::addr_of!(slot).cast())
+    }
+    .cast::<bpf_sock>();
+    if sk.is_null() {
+        counters::bump(Counter::SteerNoSocket);
+        return;
+    }
+    // SAFETY: as above.
+    unsafe { bpf_sk_release(sk.cast()) };
+    if REASM_STEER.insert(key, &slot, 0).is_err() || !remember_train(key, id, cfg.tproxy_mark, false) {
+        counters::bump(Counter::SteerNoSocket);
+        return;
+    }
+    // SAFETY: `mark` is writable by tc programs.
+    unsafe { (*skb).mark = cfg.tproxy_mark };
+    counters::bump(Counter::Steered);
+}
+
+/// `SK_PASS`.
+const SK_PASS: u32 = 1;
+const AF_INET: u32 = 2;
+const AF_INET6: u32 = 10;
+
+/// `sk_lookup`: a UDP datagram being delivered locally whose flow has steered fragment trains (`REASM_STEER`)
+/// is handed to that worker's socket; every other lookup goes on as usual.
+#[inline(always)]
+pub fn reassembled(ctx: *mut bpf_sk_lookup) -> u32 {
+    // SAFETY: context fields readable by sk_lookup programs, each read at its own width.
+    let (family, protocol) = unsafe { ((*ctx).family, (*ctx).protocol) };
+    if protocol != u32::from(IPPROTO_UDP) || (family != AF_INET && family != AF_INET6) {
+        return SK_PASS;
+    }
+    // Each context field is read volatile at its own constant offset: the verifier refuses a context pointer
+    // the compiler advanced (as it does when it merges the two families' loads).
+    macro_rules! field {
+        ($($path:tt)*) => {
+            // SAFETY: a context field readable by sk_lookup programs, read at its own width.
+            unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*ctx).$($path)*)) }
+        };
+    }
+    let mut key = FlowKey::default();
+    if family == AF_INET {
+        key.src_addr[..12].copy_from_slice(&V4_MAPPED_PREFIX);
+        key.dst_addr[..12].copy_from_slice(&V4_MAPPED_PREFIX);
+        key.src_addr[12..].copy_from_slice(&field!(remote_ip4).to_ne_bytes());
+        key.dst_addr[12..].copy_from_slice(&field!(local_ip4).to_ne_bytes());
+    } else {
+        let (remote, local) = (
+            [field!(remote_ip6[0]), field!(remote_ip6[1]), field!(remote_ip6[2]), field!(remote_ip6[3])],
+            [field!(local_ip6[0]), field!(local_ip6[1]), field!(local_ip6[2]), field!(local_ip6[3])],
+        );
+        for i in 0..4 {
+            key.src_addr[i * 4..i * 4 + 4].copy_from_slice(&remote[i].to_ne_bytes());
+            key.dst_addr[i * 4..i * 4 + 4].copy_from_slice(&local[i].to_ne_bytes());
+        }
+    }
+    key.src_port = field!(remote_port);
+    key.dst_port = (field!(local_port) as u16).to_be();
+    key.l4_proto = IPPROTO_UDP;
+    // SAFETY: an LRU map value copied out at once.
+    let Some(slot) = (unsafe { REASM_STEER.get(&key) }).copied() else { return SK_PASS };
+    // SAFETY: as in `steer`.
+    let sk = unsafe {
+        bpf_map_lookup_elem(core::ptr::addr_of!(STEER_SOCKS).cast_mut().cast(), core::ptr::addr_of!(slot).cast())
+    }
+    .cast::<bpf_sock>();
+    if sk.is_null() {
+        return SK_PASS;
+    }
+    // SAFETY: sk is a live referenced socket; assign then release our reference.
+    let rc = unsafe { aya_ebpf::helpers::bpf_sk_assign(ctx.cast(), sk.cast(), 0) };
+    // SAFETY: as above.
+    unsafe { bpf_sk_release(sk.cast()) };
+    if rc == 0 {
+        counters::bump(Counter::ReassembledSteered);
+    }
+    SK_PASS
 }

@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use datapath_abi::{
     Counter, Direction, FlowKey,
-    flow::FLOW_F_TCP_SYN,
+    flow::{FLOW_F_TCP_SYN, IPPROTO_UDP},
     route::{COMM_LEN, outbound},
 };
 
@@ -73,7 +73,11 @@ fn tag<const L2: bool>(skb: *mut __sk_buff, place: Place, now: u64, refresh: u64
         other => other,
     };
     let (h, tcp_flags) = match parsed {
-        Ok((h, _)) if h.fragment => return counted(Counter::Fragment),
+        // A first fragment of a LAN UDP datagram is routed as its flow; later ones follow it (`fragment`).
+        Ok((h, _)) if h.fragment => match fragment::<L2>(skb, place.direction, &mut key) {
+            Ok(first) => (first, 0),
+            Err(verdict) => return verdict,
+        },
         Ok((h, _)) if !parse::is_tcp_or_udp(h.proto) => return counted(Counter::NotTcpUdp),
         Ok(parsed) => parsed,
         Err(Skip::NotIp) => return counted(Counter::NotIp),
@@ -100,7 +104,58 @@ fn tag<const L2: bool>(skb: *mut __sk_buff, place: Place, now: u64, refresh: u64
     let decision = flow::record(&key, tcp_flags, len, place, now, refresh, routed, egress);
     let udp = key.l4_proto != IPPROTO_TCP;
     let first = udp || tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-    apply(skb, decision, place.direction, h.version == 6, udp, first, L2)
+    let train = if h.fragment { Some(h.fragment_id) } else { None };
+    apply(skb, decision, place.direction, h.version == 6, udp, first, L2, &key, train)
+}
+
+/// An IP fragment. `Ok(headers)` for the first fragment of a LAN UDP datagram (with `key` filled: it carries
+/// the ports), to be routed as its flow; `Err(verdict)` for everything else: a later fragment does what its
+/// first fragment's decision did (`FRAG_TRAINS`), or passes untouched (counted) when that is unknown or when the
+/// fragment is not a LAN UDP one.
+#[inline(always)]
+fn fragment<const L2: bool>(skb: *mut __sk_buff, direction: Direction, key: &mut FlowKey) -> Result<Headers, i32> {
+    if direction != Direction::LanIn {
+        return Err(counted(Counter::Fragment));
+    }
+    // The XDP summary carries no fragment offset or identification: parse again.
+    let (start, end) = linear(skb);
+    let h = match parse::headers::<L2>(start, end) {
+        Ok(h) => h,
+        Err(Skip::Truncated) if pull(skb) => {
+            let (start, end) = linear(skb);
+            match parse::headers::<L2>(start, end) {
+                Ok(h) => h,
+                Err(_) => return Err(counted(Counter::Fragment)),
+            }
+        }
+        Err(_) => return Err(counted(Counter::Fragment)),
+    };
+    if h.proto != IPPROTO_UDP {
+        return Err(counted(Counter::Fragment));
+    }
+    // The addresses; a first fragment's ports too (a later one's "ports" are payload bytes, never used).
+    let (start, end) = linear(skb);
+    if parse::flow_key(start, end, &h, key).is_err() {
+        return Err(counted(Counter::Fragment));
+    }
+    if h.first_fragment {
+        return Ok(h);
+    }
+    match steer::train_action(key, h.fragment_id) {
+        Some(action) if action.drop != 0 => {
+            counters::bump(Counter::FragmentFollowed);
+            Err(TC_ACT_SHOT)
+        }
+        Some(action) => {
+            if action.mark != 0 {
+                // SAFETY: `mark` is writable by tc programs.
+                unsafe { (*skb).mark = action.mark };
+            }
+            counters::bump(Counter::FragmentFollowed);
+            Err(TC_ACT_UNSPEC)
+        }
+        None => Err(counted(Counter::Fragment)),
+    }
 }
 
 const IPPROTO_TCP: u8 = 6;
@@ -108,8 +163,10 @@ const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
 
 /// What a decision does to a packet here: `block` drops, a mark is set, everything else passes on (proxied
-/// flows are steered by the gateway layer).
+/// flows are steered by the gateway layer). `train`: the packet is the first fragment of the datagram with this
+/// IP identification, and its later fragments must do the same.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn apply(
     skb: *mut __sk_buff,
     decision: flow::Decision,
@@ -118,8 +175,13 @@ fn apply(
     udp: bool,
     first: bool,
     l2: bool,
+    key: &FlowKey,
+    train: Option<u32>,
 ) -> i32 {
     if decision.outbound == outbound::BLOCK {
+        if let Some(id) = train {
+            steer::remember_train(key, id, 0, true);
+        }
         counters::bump(Counter::Blocked);
         return TC_ACT_SHOT;
     }
@@ -135,11 +197,18 @@ fn apply(
         return TC_ACT_UNSPEC;
     }
     if (proxied || decision.outbound == outbound::DNS) && direction == Direction::LanIn {
+        if let Some(id) = train {
+            steer::steer_train(skb, decision.hash, ipv6, key, id, proxied);
+            return TC_ACT_UNSPEC;
+        }
         let began_with_syn = decision.flags & FLOW_F_TCP_SYN != 0;
         steer::steer(skb, decision.hash, ipv6, udp, first, began_with_syn, proxied);
         return TC_ACT_UNSPEC;
     }
     if decision.mark != 0 {
+        if let Some(id) = train {
+            steer::remember_train(key, id, decision.mark, false);
+        }
         // SAFETY: `mark` is writable by tc programs.
         unsafe { (*skb).mark = decision.mark };
     }

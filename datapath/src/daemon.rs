@@ -147,6 +147,12 @@ pub async fn run(validated: Validated, opts: RunOptions) -> anyhow::Result<()> {
             None
         }
     };
+    match gateway::fragments::attach(attacher.ebpf_mut()) {
+        Ok(()) => gateway.steer_fragments()?,
+        Err(e) => {
+            warn!(error = %e, "IP-fragmented UDP datagrams of proxied flows pass direct: sk_lookup is not attached")
+        }
+    }
     let pid = std::process::id();
     let mut control = Control {
         attacher,

@@ -58,6 +58,7 @@ pub fn load(flow_table_entries: u32) -> Result<Loaded, LoadError> {
             aya::programs::Program::Xdp(p) => p.load(),
             aya::programs::Program::SchedClassifier(p) => p.load(),
             aya::programs::Program::CgroupSock(p) => p.load(),
+            aya::programs::Program::SkLookup(p) => p.load(),
             _ => return Err(LoadError::MissingProgram(name)),
         };
         loaded.map_err(|source| LoadError::Program { program: name, source })?;

@@ -292,6 +292,96 @@ fn udp_relay_case(test: &str, args: &[&str], receiver: &str) {
     assert_eq!(stats["udp_associations_failed"], 0, "{stats}");
 }
 
+/// A UDP server in `ns` on `addr` that answers every datagram with the sender address it sees, a newline, and
+/// the datagram itself.
+fn udp_who_and_echo_server(ns: &Netns, addr: SocketAddr) {
+    let socket = ns.run_in(move || UdpSocket::bind(addr)).unwrap().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok((n, peer)) = socket.recv_from(&mut buf) {
+            let mut answer = format!("{}\n", peer.ip()).into_bytes();
+            answer.extend_from_slice(&buf[..n]);
+            let _ = socket.send_to(&answer, peer);
+        }
+    });
+}
+
+/// Sends `payload` from `ns` to `to` as one datagram; (who the server says sent it, what it echoed).
+fn udp_big_exchange(ns: &Netns, to: SocketAddr, payload: Vec<u8>) -> std::io::Result<(String, Vec<u8>)> {
+    ns.run_in(move || -> std::io::Result<(String, Vec<u8>)> {
+        let any: SocketAddr = if to.is_ipv4() { "0.0.0.0:0".parse().unwrap() } else { "[::]:0".parse().unwrap() };
+        let socket = UdpSocket::bind(any)?;
+        socket.set_read_timeout(Some(Duration::from_secs(3)))?;
+        socket.send_to(&payload, to)?;
+        let mut buf = vec![0u8; 65_536];
+        let (n, from) = socket.recv_from(&mut buf)?;
+        assert_eq!(from, to, "the answer comes from the server the client asked");
+        let at = buf[..n].iter().position(|&b| b == b'\n').unwrap_or(n);
+        Ok((String::from_utf8_lossy(&buf[..at]).into_owned(), buf[(at + 1).min(n)..n].to_vec()))
+    })?
+}
+
+/// A UDP datagram larger than the LAN's MTU leaves the client in IP fragments, which tc sees before any
+/// reassembly and only the first of which carries ports: the whole train must follow its flow's decision.
+#[test]
+fn an_ip_fragmented_udp_datagram_of_a_proxied_flow_is_reassembled_and_relayed_whole() {
+    if skip_unless_root("an_ip_fragmented_udp_datagram_of_a_proxied_flow_is_reassembled_and_relayed_whole") {
+        return;
+    }
+    let topo = Topology::client_gateway_server().unwrap();
+    let lan = topo.lan();
+    let (server_v4, server_v6) = (IpAddr::from(topo.server_v4), IpAddr::from(topo.server_v6));
+    for ip in [server_v4, server_v6] {
+        for port in [5531, 5532] {
+            udp_who_and_echo_server(&topo.server, SocketAddr::new(ip, port));
+        }
+    }
+    let config = format!(
+        "global {{\n  lan_interface: {}\n  wan_interface: {}\n}}\n\
+         node {{\n  gw: 'direct'\n}}\n\
+         group {{\n  from_gateway {{\n    filter: name(gw)\n    policy: fixed(0)\n  }}\n}}\n\
+         routing {{\n  dport(5531) -> from_gateway\n  dport(5533) -> block\n  fallback: direct\n}}\n",
+        lan.gateway_if, topo.wan_if
+    );
+    udp_who_and_echo_server(&topo.server, SocketAddr::new(server_v4, 5533));
+    let daemon = Daemon::start(&dae(), &topo.gateway, &config, &[]).unwrap();
+    assert!(daemon.wait_for_log("sk_lookup attached", Duration::from_secs(2)), "log:\n{}", daemon.log());
+    let context = |daemon: &Daemon| format!("stats {:?}; log:\n{}", daemon.stats(), daemon.log());
+    let mut sent = 0;
+    for (server, gateway, client) in [
+        (server_v4, IpAddr::from(topo.gateway_wan_v4), IpAddr::from(lan.client_v4)),
+        (server_v6, IpAddr::from(topo.gateway_wan_v6), IpAddr::from(lan.client_v6)),
+    ] {
+        // Three and six fragments on a 1500-byte link; a different pattern each time.
+        for (round, len) in [(0u8, 4_000usize), (1, 8_000)] {
+            let payload: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(7).wrapping_add(round)).collect();
+            let to = SocketAddr::new(server, 5531);
+            let (seen, echo) = udp_big_exchange(&lan.client, to, payload.clone())
+                .unwrap_or_else(|e| panic!("{to}, {len} bytes: {e}; {}", context(&daemon)));
+            assert_eq!(seen, gateway.to_string(), "{to}: relayed from the gateway, not forwarded directly");
+            assert!(echo == payload, "{to}: the {len}-byte datagram came back whole ({} bytes)", echo.len());
+            sent += 1;
+        }
+        // A direct flow's fragments still pass untouched.
+        let to = SocketAddr::new(server, 5532);
+        let payload = vec![0x5a; 4_000];
+        let (seen, echo) = udp_big_exchange(&lan.client, to, payload.clone()).unwrap();
+        assert_eq!(seen, client.to_string(), "{to}: direct, untouched");
+        assert!(echo == payload);
+    }
+    // A blocked flow's datagram is dropped whole (before, every fragment passed, the first included).
+    let to = SocketAddr::new(server_v4, 5533);
+    assert!(udp_big_exchange(&lan.client, to, vec![1; 4_000]).is_err(), "{to}: blocked");
+    let stats = stats_when(&daemon, "udp_replied", sent);
+    assert_eq!(stats["reassembled_steered"], sent, "every steered datagram reached its worker whole: {stats}");
+    // 2 and 5 later fragments per steered datagram (per family), 2 of the blocked one.
+    assert!(stats["fragment_followed"].as_u64().unwrap() >= 7 * 2 + 2, "{stats}");
+    assert_eq!(stats["udp_forwarded"], sent, "{stats}");
+    assert_eq!(stats["udp_replied"], sent, "{stats}");
+    assert_eq!(stats["udp_dropped"], 0, "{stats}");
+    assert_eq!(stats["steer_no_socket"], 0, "{stats}");
+}
+
 /// A SOCKS5 "proxy" on `addr` in `ns` that reads each client's greeting and never answers; the connections it
 /// holds are returned (clearing them hangs up on the clients).
 fn silent_socks5(ns: &Netns, addr: SocketAddr) -> std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>> {

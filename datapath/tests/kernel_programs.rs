@@ -193,25 +193,36 @@ fn ipv6_extension_headers_are_walked_to_the_transport() {
     assert_eq!(h.counter(Counter::NotTcpUdp), 1);
 }
 
+/// A first UDP fragment carries the ports and is tagged as its flow; a later fragment whose first's decision
+/// left nothing to follow (direct, here), and a fragment of anything but UDP, pass untouched and are counted.
+/// (What later fragments of a blocked or proxied flow do: `datapath/tests/gateway.rs`.)
 #[test]
-fn fragments_pass_untouched_and_are_counted() {
-    if skip_unless_root("fragments_pass_untouched_and_are_counted") {
+fn first_udp_fragments_are_tagged_as_their_flow_and_other_fragments_pass_counted() {
+    if skip_unless_root("first_udp_fragments_are_tagged_as_their_flow_and_other_fragments_pass_counted") {
         return;
     }
     let mut h = Harness::new();
     h.open_gate();
-    let frags = [
+    let firsts = [
         Spec { fragment: Some(Fragment::First), ..udp4() },
-        Spec { fragment: Some(Fragment::Later), ..udp4() },
         Spec { fragment: Some(Fragment::First), ..Spec::udp("fd00:1::2", 40040, "fd00:2::2", 53) },
-        Spec { fragment: Some(Fragment::Later), v6_ext: vec![0], ..Spec::udp("fd00:1::2", 40041, "fd00:2::2", 53) },
     ];
-    for spec in &frags {
+    for spec in &firsts {
+        h.tc(&spec.build());
+        assert!(h.tag(&key(spec)).is_some(), "{spec:?}");
+    }
+    let passing = [
+        Spec { fragment: Some(Fragment::Later), ..Spec::udp("10.1.0.2", 40043, "10.2.0.2", 53) },
+        Spec { fragment: Some(Fragment::Later), v6_ext: vec![0], ..Spec::udp("fd00:1::2", 40041, "fd00:2::2", 53) },
+        Spec { fragment: Some(Fragment::First), ..Spec::tcp("10.0.0.2", 40042, "10.0.1.2", 80, 0x02) },
+    ];
+    for spec in &passing {
         h.tc(&spec.build());
         assert_eq!(h.tag(&key(spec)), None, "{spec:?}");
     }
-    assert_eq!(h.counter(Counter::Fragment), frags.len() as u64);
-    assert_eq!(h.counter(Counter::FlowsCreated), 0);
+    assert_eq!(h.counter(Counter::Fragment), passing.len() as u64);
+    assert_eq!(h.counter(Counter::FlowsCreated), firsts.len() as u64);
+    assert_eq!(h.counter(Counter::FragmentFollowed), 0);
 }
 
 #[test]

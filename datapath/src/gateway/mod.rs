@@ -4,9 +4,11 @@
 //! from its transparent listeners, sets them up ([`setup`]: sniff, route, dial through the node the group picks,
 //! [`worker`]) and splices them; it relays the core's UDP in sessions ([`udp`], with GSO/GRO, [`gso`], and the
 //! io_uring steering receive, [`uring`]); intercepted DNS goes to the forwarder ([`dns`]). Steered packets reach
-//! the sockets by policy routing ([`policy`]); gateway-originated flows through a local device ([`local`]).
+//! the sockets by policy routing ([`policy`]); gateway-originated flows through a local device ([`local`]);
+//! reassembled fragmented datagrams through `sk_lookup` ([`fragments`]).
 
 pub mod dns;
+pub mod fragments;
 pub mod gso;
 pub mod local;
 pub mod policy;
@@ -24,7 +26,7 @@ use aya::{
 };
 use datapath_abi::{
     names::{MAP_STEER_CONFIG, MAP_STEER_SOCKS},
-    steer::{MAX_WORKERS, STEER_F_DNS, SteerConfig, steer_slot},
+    steer::{MAX_WORKERS, STEER_F_DNS, STEER_F_REASM, SteerConfig, steer_slot},
 };
 use tracing::{info, warn};
 
@@ -179,6 +181,13 @@ impl Gateway {
     /// Steers gateway-originated proxied flows through the local device `ifindex` (0: not at all).
     pub fn set_local_ifindex(&mut self, ifindex: u32) -> Result<(), GatewayError> {
         self.steer.local_ifindex = ifindex;
+        self.config.set(0, self.steer, 0).map_err(|source| GatewayError::Op { name: MAP_STEER_CONFIG, source })
+    }
+
+    /// Steers fragmented UDP datagrams of proxied LAN flows (once the `sk_lookup` program that hands their
+    /// reassembled form to the workers is attached: [`fragments::attach`]).
+    pub fn steer_fragments(&mut self) -> Result<(), GatewayError> {
+        self.steer.flags |= STEER_F_REASM;
         self.config.set(0, self.steer, 0).map_err(|source| GatewayError::Op { name: MAP_STEER_CONFIG, source })
     }
 
