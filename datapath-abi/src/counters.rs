@@ -31,7 +31,8 @@ pub enum Counter {
     Steered = 10,
     /// A proxied flow could not be steered (no worker socket in its slot); it passed untouched.
     SteerNoSocket = 11,
-    /// A later IP fragment followed its first fragment's decision (marked for a worker or a route, or dropped).
+    /// A later IP fragment followed its first fragment's decision (passed, marked for a worker or a route, or
+    /// dropped).
     FragmentFollowed = 12,
     /// A reassembled datagram of a steered fragment train was handed to its worker's socket (`sk_lookup`).
     ReassembledSteered = 13,

@@ -139,6 +139,9 @@ fn fragment<const L2: bool>(skb: *mut __sk_buff, direction: Direction, key: &mut
         return Err(counted(Counter::Fragment));
     }
     if h.first_fragment {
+        // Until the decision says otherwise (`apply`), the later fragments pass: an older train of the same
+        // addresses and IP identification (the 16-bit IPv4 one wraps) must not lend them its action.
+        steer::remember_train(key, h.fragment_id, 0, false);
         return Ok(h);
     }
     match steer::train_action(key, h.fragment_id) {

@@ -193,8 +193,9 @@ fn ipv6_extension_headers_are_walked_to_the_transport() {
     assert_eq!(h.counter(Counter::NotTcpUdp), 1);
 }
 
-/// A first UDP fragment carries the ports and is tagged as its flow; a later fragment whose first's decision
-/// left nothing to follow (direct, here), and a fragment of anything but UDP, pass untouched and are counted.
+/// A first UDP fragment carries the ports and is tagged as its flow, and the later fragments of its datagram
+/// (same addresses and IP identification) follow its decision: pass, for a direct flow as here. A later
+/// fragment whose first was never seen, and a fragment of anything but UDP, pass untouched and are counted.
 /// (What later fragments of a blocked or proxied flow do: `datapath/tests/gateway.rs`.)
 #[test]
 fn first_udp_fragments_are_tagged_as_their_flow_and_other_fragments_pass_counted() {
@@ -211,18 +212,25 @@ fn first_udp_fragments_are_tagged_as_their_flow_and_other_fragments_pass_counted
         h.tc(&spec.build());
         assert!(h.tag(&key(spec)).is_some(), "{spec:?}");
     }
-    let passing = [
-        Spec { fragment: Some(Fragment::Later), ..Spec::udp("10.1.0.2", 40043, "10.2.0.2", 53) },
-        Spec { fragment: Some(Fragment::Later), v6_ext: vec![0], ..Spec::udp("fd00:1::2", 40041, "fd00:2::2", 53) },
+    let following = [
+        Spec { fragment: Some(Fragment::Later), ..udp4() },
+        Spec { fragment: Some(Fragment::Later), v6_ext: vec![0], ..Spec::udp("fd00:1::2", 40040, "fd00:2::2", 53) },
+    ];
+    for spec in &following {
+        h.tc(&spec.build());
+        assert_eq!(h.tag(&key(spec)).map(|t| t.packets), Some(1), "not counted as its flow's packet: {spec:?}");
+    }
+    let orphans = [
+        Spec { fragment: Some(Fragment::Later), ..Spec::udp("10.1.0.9", 40043, "10.2.0.2", 53) },
         Spec { fragment: Some(Fragment::First), ..Spec::tcp("10.0.0.2", 40042, "10.0.1.2", 80, 0x02) },
     ];
-    for spec in &passing {
+    for spec in &orphans {
         h.tc(&spec.build());
         assert_eq!(h.tag(&key(spec)), None, "{spec:?}");
     }
-    assert_eq!(h.counter(Counter::Fragment), passing.len() as u64);
     assert_eq!(h.counter(Counter::FlowsCreated), firsts.len() as u64);
-    assert_eq!(h.counter(Counter::FragmentFollowed), 0);
+    assert_eq!(h.counter(Counter::FragmentFollowed), following.len() as u64);
+    assert_eq!(h.counter(Counter::Fragment), orphans.len() as u64);
 }
 
 #[test]
