@@ -45,12 +45,22 @@ pub fn udp_echo(ns: &Netns, addr: SocketAddr) -> io::Result<EchoServer> {
     let thread = std::thread::spawn(move || -> io::Result<()> {
         let mut buf = [0u8; 65536];
         while !flag.load(Ordering::Relaxed) {
+            // A server keeps serving: an error is reported and the next datagram is awaited.
             match socket.recv_from(&mut buf) {
                 Ok((n, peer)) => {
-                    socket.send_to(&buf[..n], peer)?;
+                    if let Err(e) = socket.send_to(&buf[..n], peer) {
+                        eprintln!("udp echo {addr}: answering {peer}: {e}");
+                    }
                 }
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
-                Err(e) => return Err(e),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => {
+                    eprintln!("udp echo {addr}: {e}");
+                    std::thread::sleep(POLL);
+                }
             }
         }
         Ok(())
