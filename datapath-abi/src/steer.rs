@@ -62,7 +62,8 @@ pub const LOCAL_STEER_SLOT: u32 = 0x0FFF;
 /// after it in the usual case (a later fragment seen first passes untouched, counted `fragment`). A steered
 /// train is only marked: the kernel reassembles it in local delivery, which forgets socket assignments, so the
 /// flow (a `FlowKey`, in `REASM_STEER`) names its worker slot for the `sk_lookup` program, which hands the whole
-/// datagram to that worker's socket.
+/// datagram to that worker's socket. Gateway-originated trains (WAN egress) are redirected to the local steering
+/// device fragment by fragment, with the slot in the mark but no assignment, and end the same way.
 ///
 /// [`SteerConfig::flags`]: the DNS forwarder runs; steer LAN DNS (decision `outbound::DNS`) to the workers.
 pub const STEER_F_DNS: u32 = 1 << 0;
@@ -98,14 +99,25 @@ assert_offset!(FragKey, l4_proto, 36);
 
 /// `FRAG_TRAINS` value: what the first fragment's flow decision does to the later ones.
 ///
-/// Layout (8 bytes, align 4): `mark u32 (set on each later fragment; 0: none), drop u32 (1: drop them)`.
+/// Layout (8 bytes, align 4): `mark u32 (set on each later fragment; 0: none), kind u32 (FRAG_*)`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FragAction {
-    /// Mark to set (the tproxy mark of a steered train, a routing mark of a marked one).
+    /// Mark to set (the tproxy mark of a steered train, the local-steer mark of a gateway-originated one, a
+    /// routing mark of a marked one).
     pub mark: u32,
-    /// 1: the train's flow is blocked.
-    pub drop: u32,
+    /// `FRAG_PASS`, `FRAG_DROP`, `FRAG_LOCAL` or `FRAG_LOCAL_L3`.
+    pub kind: u32,
 }
 assert_layout!(FragAction, size = 8, align = 4);
-assert_offset!(FragAction, drop, 4);
+assert_offset!(FragAction, kind, 4);
+
+/// [`FragAction::kind`]: pass (with the mark, if any).
+pub const FRAG_PASS: u32 = 0;
+/// [`FragAction::kind`]: drop (the flow is blocked).
+pub const FRAG_DROP: u32 = 1;
+/// [`FragAction::kind`]: a gateway-originated steered train on an Ethernet WAN: mark and redirect to the local
+/// steering device's ingress.
+pub const FRAG_LOCAL: u32 = 2;
+/// [`FragAction::kind`]: the same on an L3 WAN (an Ethernet header is pushed first).
+pub const FRAG_LOCAL_L3: u32 = 3;

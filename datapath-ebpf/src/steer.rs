@@ -9,7 +9,8 @@ use datapath_abi::{
     Counter, FlowKey,
     flow::{IPPROTO_UDP, V4_MAPPED_PREFIX},
     steer::{
-        FragAction, FragKey, LOCAL_STEER, LOCAL_STEER_FIRST, LOCAL_STEER_SLOT, STEER_F_DNS, STEER_F_REASM, steer_slot,
+        FRAG_LOCAL, FRAG_LOCAL_L3, FRAG_PASS, FragAction, FragKey, LOCAL_STEER, LOCAL_STEER_FIRST, LOCAL_STEER_SLOT,
+        STEER_F_DNS, STEER_F_REASM, steer_slot,
     },
 };
 
@@ -102,6 +103,36 @@ pub fn redirect_local(skb: *mut __sk_buff, hash: u32, ipv6: bool, udp: bool, fir
     Some(rc as i32)
 }
 
+/// The first fragment of a gateway-originated proxied UDP datagram: names the flow's worker slot for `sk_lookup`
+/// and records the local-steer mark (slot, no assignment: reassembly would forget it) for the later fragments;
+/// the caller then redirects it with [`redirect_local`] (`first` false). `false` when trains are not steered
+/// (no workers, no device, no `sk_lookup`): the train passes untouched.
+#[inline(always)]
+pub fn local_train(hash: u32, ipv6: bool, l2: bool, key: &FlowKey, id: u32) -> bool {
+    let Some(cfg) = STEER_CONFIG.get(0) else { return false };
+    if cfg.workers == 0 || cfg.local_ifindex == 0 || cfg.flags & STEER_F_REASM == 0 {
+        return false;
+    }
+    let slot = steer_slot(hash % cfg.workers, ipv6, true);
+    let mark = cfg.tproxy_mark | LOCAL_STEER | (slot & LOCAL_STEER_SLOT);
+    let kind = if l2 { FRAG_LOCAL } else { FRAG_LOCAL_L3 };
+    REASM_STEER.insert(key, &slot, 0).is_ok() && remember_train(key, id, mark, kind)
+}
+
+/// A later fragment of a gateway-originated steered train: `mark` (from its first fragment) and redirected to
+/// the local steering device like its first (`l2` false: an Ethernet header is pushed first). `None`: passes.
+#[inline(always)]
+pub fn redirect_train(skb: *mut __sk_buff, mark: u32, ipv6: bool, l2: bool) -> Option<i32> {
+    let cfg = STEER_CONFIG.get(0)?;
+    if cfg.local_ifindex == 0 || (!l2 && !push_ethernet(skb, ipv6)) {
+        return None;
+    }
+    // SAFETY: `mark` is writable by tc programs.
+    unsafe { (*skb).mark = mark };
+    // SAFETY: a plain helper call; BPF_F_INGRESS (1) delivers to the device's receive path.
+    Some(unsafe { aya_ebpf::helpers::bpf_redirect(cfg.local_ifindex, 1) } as i32)
+}
+
 /// Ethernet header length.
 const ETH_HLEN: u32 = 14;
 /// EtherTypes, in network byte order once stored big-endian.
@@ -179,10 +210,10 @@ pub fn train_action(key: &FlowKey, id: u32) -> Option<FragAction> {
     unsafe { FRAG_TRAINS.get(&train_key(key, id)) }.copied()
 }
 
-/// Remembers what the later fragments of datagram (`key`'s addresses, `id`) do: set `mark`, or `drop`.
+/// Remembers what the later fragments of datagram (`key`'s addresses, `id`) do: `kind` (`FRAG_*`) with `mark`.
 #[inline(always)]
-pub fn remember_train(key: &FlowKey, id: u32, mark: u32, drop: bool) -> bool {
-    FRAG_TRAINS.insert(&train_key(key, id), &FragAction { mark, drop: drop as u32 }, 0).is_ok()
+pub fn remember_train(key: &FlowKey, id: u32, mark: u32, kind: u32) -> bool {
+    FRAG_TRAINS.insert(&train_key(key, id), &FragAction { mark, kind }, 0).is_ok()
 }
 
 /// The first fragment of a proxied LAN UDP datagram: reassembly in local delivery forgets socket assignments,
@@ -207,7 +238,7 @@ pub fn steer_train(skb: *mut __sk_buff, hash: u32, ipv6: bool, key: &FlowKey, id
     }
     // SAFETY: as above.
     unsafe { bpf_sk_release(sk.cast()) };
-    if REASM_STEER.insert(key, &slot, 0).is_err() || !remember_train(key, id, cfg.tproxy_mark, false) {
+    if REASM_STEER.insert(key, &slot, 0).is_err() || !remember_train(key, id, cfg.tproxy_mark, FRAG_PASS) {
         counters::bump(Counter::SteerNoSocket);
         return;
     }

@@ -8,6 +8,7 @@ use datapath_abi::{
     Counter, Direction, FlowKey,
     flow::{FLOW_F_TCP_SYN, IPPROTO_UDP},
     route::{COMM_LEN, outbound},
+    steer::{FRAG_DROP, FRAG_LOCAL, FRAG_LOCAL_L3, FRAG_PASS},
 };
 
 use crate::{
@@ -74,7 +75,7 @@ fn tag<const L2: bool>(skb: *mut __sk_buff, place: Place, now: u64, refresh: u64
     };
     let (h, tcp_flags) = match parsed {
         // A first fragment of a LAN UDP datagram is routed as its flow; later ones follow it (`fragment`).
-        Ok((h, _)) if h.fragment => match fragment::<L2>(skb, place.direction, &mut key) {
+        Ok((h, _)) if h.fragment => match fragment::<L2>(skb, &mut key) {
             Ok(first) => (first, 0),
             Err(verdict) => return verdict,
         },
@@ -108,15 +109,12 @@ fn tag<const L2: bool>(skb: *mut __sk_buff, place: Place, now: u64, refresh: u64
     apply(skb, decision, place.direction, h.version == 6, udp, first, L2, &key, train)
 }
 
-/// An IP fragment. `Ok(headers)` for the first fragment of a LAN UDP datagram (with `key` filled: it carries
-/// the ports), to be routed as its flow; `Err(verdict)` for everything else: a later fragment does what its
-/// first fragment's decision did (`FRAG_TRAINS`), or passes untouched (counted) when that is unknown or when the
-/// fragment is not a LAN UDP one.
+/// An IP fragment. `Ok(headers)` for the first fragment of a UDP datagram (with `key` filled: it carries the
+/// ports), to be routed as its flow; `Err(verdict)` for everything else: a later fragment does what its first
+/// fragment's decision did (`FRAG_TRAINS`), or passes untouched (counted) when that is unknown or when the
+/// fragment is not a UDP one.
 #[inline(always)]
-fn fragment<const L2: bool>(skb: *mut __sk_buff, direction: Direction, key: &mut FlowKey) -> Result<Headers, i32> {
-    if direction != Direction::LanIn {
-        return Err(counted(Counter::Fragment));
-    }
+fn fragment<const L2: bool>(skb: *mut __sk_buff, key: &mut FlowKey) -> Result<Headers, i32> {
     // The XDP summary carries no fragment offset or identification: parse again.
     let (start, end) = linear(skb);
     let h = match parse::headers::<L2>(start, end) {
@@ -141,13 +139,22 @@ fn fragment<const L2: bool>(skb: *mut __sk_buff, direction: Direction, key: &mut
     if h.first_fragment {
         // Until the decision says otherwise (`apply`), the later fragments pass: an older train of the same
         // addresses and IP identification (the 16-bit IPv4 one wraps) must not lend them its action.
-        steer::remember_train(key, h.fragment_id, 0, false);
+        steer::remember_train(key, h.fragment_id, 0, FRAG_PASS);
         return Ok(h);
     }
     match steer::train_action(key, h.fragment_id) {
-        Some(action) if action.drop != 0 => {
+        Some(action) if action.kind == FRAG_DROP => {
             counters::bump(Counter::FragmentFollowed);
             Err(TC_ACT_SHOT)
+        }
+        Some(action) if action.kind == FRAG_LOCAL || action.kind == FRAG_LOCAL_L3 => {
+            match steer::redirect_train(skb, action.mark, h.version == 6, action.kind == FRAG_LOCAL) {
+                Some(verdict) => {
+                    counters::bump(Counter::FragmentFollowed);
+                    Err(verdict)
+                }
+                None => Err(counted(Counter::Fragment)),
+            }
         }
         Some(action) => {
             if action.mark != 0 {
@@ -183,7 +190,7 @@ fn apply(
 ) -> i32 {
     if decision.outbound == outbound::BLOCK {
         if let Some(id) = train {
-            steer::remember_train(key, id, 0, true);
+            steer::remember_train(key, id, 0, FRAG_DROP);
         }
         counters::bump(Counter::Blocked);
         return TC_ACT_SHOT;
@@ -193,6 +200,12 @@ fn apply(
     // an L3 WAN get an Ethernet header for it).
     let dns = decision.outbound == outbound::DNS && steer::dns_enabled();
     if (proxied || dns) && direction == Direction::WanOut {
+        if let Some(id) = train {
+            if !steer::local_train(decision.hash, ipv6, l2, key, id) {
+                return TC_ACT_UNSPEC;
+            }
+            return steer::redirect_local(skb, decision.hash, ipv6, udp, false, l2).unwrap_or(TC_ACT_UNSPEC);
+        }
         let began_with_syn = udp || decision.flags & FLOW_F_TCP_SYN != 0;
         if began_with_syn && let Some(verdict) = steer::redirect_local(skb, decision.hash, ipv6, udp, first, l2) {
             return verdict;
@@ -210,7 +223,7 @@ fn apply(
     }
     if decision.mark != 0 {
         if let Some(id) = train {
-            steer::remember_train(key, id, decision.mark, false);
+            steer::remember_train(key, id, decision.mark, FRAG_PASS);
         }
         // SAFETY: `mark` is writable by tc programs.
         unsafe { (*skb).mark = decision.mark };

@@ -493,12 +493,13 @@ fn gateway_originated_flows_are_proxied_by_pname_and_by_wan_interface() {
             who_am_i_server(&topo.server, SocketAddr::new(ip, port));
         }
         udp_who_am_i_server(&topo.server, SocketAddr::new(ip, 5533));
+        udp_who_and_echo_server(&topo.server, SocketAddr::new(ip, 5535));
     }
     let _socks = proxies::danted(&topo.server, server_v4, 1080, &[server_v4, server_v6]).unwrap();
     let config = format!(
         "global {{\n  lan_interface: {lan_if}\n  wan_interface: {wan_if}\n}}\nnode {{\n  socks: 'socks5://{server_v4}:1080'\n}}\n\
          group {{\n  proxy {{\n    policy: fixed(0)\n  }}\n}}\n\
-         routing {{\n  pname(socat) && dport(5531) -> proxy\n  interface(wan: {wan_if}) && dport(5532, 5533) -> proxy\n  \
+         routing {{\n  pname(socat) && dport(5531) -> proxy\n  interface(wan: {wan_if}) && dport(5532, 5533, 5535) -> proxy\n  \
          fallback: direct\n}}\n",
         lan_if = lan.gateway_if,
         wan_if = topo.wan_if,
@@ -530,11 +531,20 @@ fn gateway_originated_flows_are_proxied_by_pname_and_by_wan_interface() {
             .unwrap_or_else(|e| panic!("{e}; {}", context(&daemon)));
         assert_eq!(seen, server.to_string(), "UDP proxied");
         assert_eq!(from, SocketAddr::new(server, 5533), "the answer comes from the server asked");
+        // A datagram larger than the WAN's MTU leaves the gateway's stack in fragments (before tc): the train
+        // follows its first fragment to the worker and is relayed whole.
+        let to = SocketAddr::new(server, 5535);
+        let payload: Vec<u8> = (0..6_000).map(|i| (i % 251) as u8).collect();
+        let (seen, echo) = udp_big_exchange(&topo.gateway, to, payload.clone())
+            .unwrap_or_else(|e| panic!("{to}: {e}; {}", context(&daemon)));
+        assert_eq!(seen, server.to_string(), "{to}: the fragmented datagram was proxied");
+        assert!(echo == payload, "{to}: it came back whole ({} bytes)", echo.len());
         // Anything else leaves directly.
         assert_eq!(seen_as(&topo.gateway, SocketAddr::new(server, 5534)).unwrap(), wan.to_string());
     }
     let stats = daemon.stats().unwrap();
     assert_eq!(stats["steer_no_socket"], 0, "{stats}");
+    assert_eq!(stats["reassembled_steered"], 2, "{stats}");
     let (device, _) = datapath::gateway::local::device_names(daemon.instance());
     let links = |ns: &Netns| String::from_utf8_lossy(&ns.ip(&["-o", "link"]).unwrap().stdout).into_owned();
     assert!(links(&topo.gateway).contains(&device), "the local steering device exists while dae runs");
@@ -1062,7 +1072,7 @@ fn connections_waiting_on_a_slow_proxy_cost_no_thread() {
 #[test]
 fn gateway_originated_flows_leaving_by_an_l3_wan_are_proxied() {
     let test = "gateway_originated_flows_leaving_by_an_l3_wan_are_proxied";
-    if bench_lab::dns::skip(test, &["microsocks"]) {
+    if bench_lab::dns::skip(test, &["microsocks", "danted"]) {
         return;
     }
     let topo = Topology::client_gateway_server().unwrap();
@@ -1070,15 +1080,20 @@ fn gateway_originated_flows_leaving_by_an_l3_wan_are_proxied() {
     let target = IpAddr::from([10, 77, 61, 2]);
     topo.server.ip(&["addr", "add", "10.77.61.2/32", "dev", "lo"]).unwrap();
     who_am_i_server(&topo.server, SocketAddr::new(target, 5551));
+    udp_who_and_echo_server(&topo.server, SocketAddr::new(target, 5552));
     let _socks = proxies::microsocks(&topo.server, server_v4, 1080).unwrap();
+    let _dante = proxies::danted(&topo.server, server_v4, 1081, &[server_v4]).unwrap();
     let tun_name = format!("daers{}t", topo.id);
     let _tun = bench_lab::tun::Tun::create(&topo.gateway, &tun_name).unwrap();
     topo.gateway.ip(&["addr", "add", "10.77.61.1/24", "dev", &tun_name]).unwrap();
     topo.gateway.ip(&["link", "set", &tun_name, "up"]).unwrap();
     let config = format!(
         "global {{\n  lan_interface: {lan_if}\n  wan_interface: {wan_if}, {tun_name}\n}}\n\
-         node {{\n  socks: 'socks5://{server_v4}:1080'\n}}\ngroup {{\n  proxy {{\n    policy: fixed(0)\n  }}\n}}\n\
-         routing {{\n  interface(wan: {tun_name}) && dport(5551) -> proxy\n  fallback: direct\n}}\n",
+         node {{\n  socks: 'socks5://{server_v4}:1080'\n  dante: 'socks5://{server_v4}:1081'\n}}\n\
+         group {{\n  proxy {{\n    filter: name(socks)\n    policy: fixed(0)\n  }}\n  \
+         udp_proxy {{\n    filter: name(dante)\n    policy: fixed(0)\n  }}\n}}\n\
+         routing {{\n  interface(wan: {tun_name}) && dport(5551) -> proxy\n  \
+         interface(wan: {tun_name}) && dport(5552) -> udp_proxy\n  fallback: direct\n}}\n",
         lan_if = topo.lan().gateway_if,
         wan_if = topo.wan_if,
     );
@@ -1086,7 +1101,17 @@ fn gateway_originated_flows_leaving_by_an_l3_wan_are_proxied() {
     let seen = seen_as(&topo.gateway, SocketAddr::new(target, 5551))
         .unwrap_or_else(|e| panic!("{e}: stats {:?}; log:\n{}", daemon.stats(), daemon.log()));
     assert_eq!(seen, target.to_string(), "the proxy reached the target for the gateway");
+    // A UDP datagram larger than the tun's MTU leaves in fragments: each gets an Ethernet header and follows
+    // its first fragment to the worker, which relays the reassembled datagram through danted.
+    let to = SocketAddr::new(target, 5552);
+    let payload: Vec<u8> = (0..5_000).map(|i| (i % 253) as u8).collect();
+    let (seen, echo) = udp_big_exchange(&topo.gateway, to, payload.clone())
+        .unwrap_or_else(|e| panic!("{to}: {e}: stats {:?}; log:\n{}", daemon.stats(), daemon.log()));
+    assert_eq!(seen, server_v4.to_string(), "relayed by danted");
+    assert!(echo == payload, "{to}: it came back whole ({} bytes)", echo.len());
     let stats = daemon.stats().unwrap();
     assert!(stats["steered"].as_u64().unwrap() >= 1, "{stats}");
     assert_eq!(stats["steer_no_socket"], 0, "{stats}");
+    assert_eq!(stats["reassembled_steered"], 1, "{stats}");
+    assert!(stats["fragment_followed"].as_u64().unwrap() >= 3, "{stats}");
 }
