@@ -40,11 +40,7 @@ pub fn steer(skb: *mut __sk_buff, hash: u32, ipv6: bool, udp: bool, first: bool,
         return;
     }
     let slot = steer_slot(hash % cfg.workers, ipv6, udp);
-    // SAFETY: a sockmap lookup from tc returns a referenced socket (or null) that we release below.
-    let sk = unsafe {
-        bpf_map_lookup_elem(core::ptr::addr_of!(STEER_SOCKS).cast_mut().cast(), core::ptr::addr_of!(slot).cast())
-    }
-    .cast::<bpf_sock>();
+    let sk = worker_socket(slot);
     if sk.is_null() {
         counters::bump(Counter::SteerNoSocket);
         return;
@@ -60,6 +56,15 @@ pub fn steer(skb: *mut __sk_buff, hash: u32, ipv6: bool, udp: bool, first: bool,
     // SAFETY: `mark` is writable by tc programs.
     unsafe { (*skb).mark = cfg.tproxy_mark };
     counters::bump(Counter::Steered);
+}
+
+/// The worker socket in `STEER_SOCKS[slot]`, referenced (the caller releases it with `bpf_sk_release`), or
+/// null.
+#[inline(always)]
+fn worker_socket(slot: u32) -> *mut bpf_sock {
+    // SAFETY: a sockmap lookup from tc or sk_lookup returns a referenced socket or null.
+    unsafe { bpf_map_lookup_elem(core::ptr::addr_of!(STEER_SOCKS).cast_mut().cast(), core::ptr::addr_of!(slot).cast()) }
+        .cast::<bpf_sock>()
 }
 
 /// Whether the packet comes from one of the daemon's own sockets (never tagged, routed or looped).
@@ -176,11 +181,7 @@ pub fn local_ingress(skb: *mut __sk_buff) -> i32 {
         return TC_ACT_UNSPEC;
     }
     let slot = mark & LOCAL_STEER_SLOT;
-    // SAFETY: as in `steer`.
-    let sk = unsafe {
-        bpf_map_lookup_elem(core::ptr::addr_of!(STEER_SOCKS).cast_mut().cast(), core::ptr::addr_of!(slot).cast())
-    }
-    .cast::<bpf_sock>();
+    let sk = worker_socket(slot);
     if sk.is_null() {
         counters::bump(Counter::SteerNoSocket);
         return TC_ACT_UNSPEC;
@@ -227,11 +228,7 @@ pub fn steer_train(skb: *mut __sk_buff, hash: u32, ipv6: bool, key: &FlowKey, id
         return;
     }
     let slot = steer_slot(hash % cfg.workers, ipv6, true);
-    // SAFETY: as in `steer`: a referenced socket (or null), released at once; only its presence matters here.
-    let sk = unsafe {
-        bpf_map_lookup_elem(core::ptr::addr_of!(STEER_SOCKS).cast_mut().cast(), core::ptr::addr_of!(slot).cast())
-    }
-    .cast::<bpf_sock>();
+    let sk = worker_socket(slot);
     if sk.is_null() {
         counters::bump(Counter::SteerNoSocket);
         return;
@@ -290,11 +287,7 @@ pub fn reassembled(ctx: *mut bpf_sk_lookup) -> u32 {
     key.l4_proto = IPPROTO_UDP;
     // SAFETY: an LRU map value copied out at once.
     let Some(slot) = (unsafe { REASM_STEER.get(&key) }).copied() else { return SK_PASS };
-    // SAFETY: as in `steer`.
-    let sk = unsafe {
-        bpf_map_lookup_elem(core::ptr::addr_of!(STEER_SOCKS).cast_mut().cast(), core::ptr::addr_of!(slot).cast())
-    }
-    .cast::<bpf_sock>();
+    let sk = worker_socket(slot);
     if sk.is_null() {
         return SK_PASS;
     }
