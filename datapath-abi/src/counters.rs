@@ -13,7 +13,7 @@ pub enum Counter {
     FlowTableFull = 1,
     /// An IP packet that is neither TCP nor UDP passed untouched.
     NotTcpUdp = 2,
-    /// An IP fragment passed untouched (not a LAN UDP one, or a later fragment whose first was not seen).
+    /// An IP fragment passed untouched (not a UDP one, or a later fragment whose first was not seen).
     Fragment = 3,
     /// A packet whose headers were truncated or inconsistent passed untouched.
     Malformed = 4,

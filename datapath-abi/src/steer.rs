@@ -56,7 +56,7 @@ pub const LOCAL_STEER_FIRST: u32 = 1 << 14;
 /// With [`LOCAL_STEER`]: the sockmap slot (`steer_slot`) of the worker socket.
 pub const LOCAL_STEER_SLOT: u32 = 0x0FFF;
 
-/// Fragmented UDP datagrams of a proxied LAN flow: tc sees fragments before the kernel reassembles them, and
+/// Fragmented UDP datagrams of a proxied flow: tc sees fragments before the kernel reassembles them, and
 /// only the first carries the ports. The first fragment is routed as its flow; its decision is remembered by
 /// datagram ([`FragKey`] -> [`FragAction`] in `FRAG_TRAINS`) and applied to the later fragments, which arrive
 /// after it in the usual case (a later fragment seen first passes untouched, counted `fragment`). A steered
@@ -67,7 +67,7 @@ pub const LOCAL_STEER_SLOT: u32 = 0x0FFF;
 ///
 /// [`SteerConfig::flags`]: the DNS forwarder runs; steer LAN DNS (decision `outbound::DNS`) to the workers.
 pub const STEER_F_DNS: u32 = 1 << 0;
-/// [`SteerConfig::flags`]: the `sk_lookup` program is attached; steer fragment trains of proxied LAN UDP flows
+/// [`SteerConfig::flags`]: the `sk_lookup` program is attached; steer fragment trains of proxied UDP flows
 /// (without it they pass untouched, as before).
 pub const STEER_F_REASM: u32 = 1 << 1;
 

@@ -1,5 +1,6 @@
-//! Handing proxied LAN-in flows to a worker: mark for local delivery, and on a flow's first packet assign the
-//! worker's transparent socket (see `datapath_abi::steer`).
+//! Handing proxied flows to a worker (see `datapath_abi::steer`): LAN-in packets are marked for local delivery,
+//! and a flow's first packet is assigned the worker's transparent socket; gateway-originated ones go through the
+//! local steering device; fragment trains follow their first fragment and meet `sk_lookup` after reassembly.
 
 use aya_ebpf::{
     bindings::{__sk_buff, bpf_sk_lookup, bpf_sock},
@@ -10,7 +11,7 @@ use datapath_abi::{
     flow::{IPPROTO_UDP, V4_MAPPED_PREFIX},
     steer::{
         FRAG_LOCAL, FRAG_LOCAL_L3, FRAG_PASS, FragAction, FragKey, LOCAL_STEER, LOCAL_STEER_FIRST, LOCAL_STEER_SLOT,
-        STEER_F_DNS, STEER_F_REASM, steer_slot,
+        STEER_F_DNS, STEER_F_REASM, SteerConfig, steer_slot,
     },
 };
 
@@ -93,42 +94,24 @@ const TC_ACT_UNSPEC: i32 = -1;
 #[inline(always)]
 pub fn redirect_local(skb: *mut __sk_buff, hash: u32, ipv6: bool, udp: bool, first: bool, l2: bool) -> Option<i32> {
     let cfg = STEER_CONFIG.get(0)?;
-    if cfg.workers == 0 || cfg.local_ifindex == 0 {
+    if cfg.workers == 0 {
         return None;
     }
-    if !l2 && !push_ethernet(skb, ipv6) {
-        return None;
-    }
+    redirect_marked(skb, cfg, local_mark(cfg, hash, ipv6, udp, first), ipv6, l2)
+}
+
+/// The mark that sends a gateway-originated packet of the flow `hash` to its worker through the local device:
+/// `tproxy_mark | LOCAL_STEER | first? | slot`. `cfg.workers` must not be 0.
+#[inline(always)]
+fn local_mark(cfg: &SteerConfig, hash: u32, ipv6: bool, udp: bool, first: bool) -> u32 {
     let slot = steer_slot(hash % cfg.workers, ipv6, udp) & LOCAL_STEER_SLOT;
-    let mark = cfg.tproxy_mark | LOCAL_STEER | if first { LOCAL_STEER_FIRST } else { 0 } | slot;
-    // SAFETY: `mark` is writable by tc programs.
-    unsafe { (*skb).mark = mark };
-    // SAFETY: a plain helper call; BPF_F_INGRESS (1) delivers to the device's receive path.
-    let rc = unsafe { aya_ebpf::helpers::bpf_redirect(cfg.local_ifindex, 1) };
-    Some(rc as i32)
+    cfg.tproxy_mark | LOCAL_STEER | if first { LOCAL_STEER_FIRST } else { 0 } | slot
 }
 
-/// The first fragment of a gateway-originated proxied UDP datagram: names the flow's worker slot for `sk_lookup`
-/// and records the local-steer mark (slot, no assignment: reassembly would forget it) for the later fragments;
-/// the caller then redirects it with [`redirect_local`] (`first` false). `false` when trains are not steered
-/// (no workers, no device, no `sk_lookup`): the train passes untouched.
+/// Sets `mark` and redirects to the local device's ingress (an Ethernet header pushed first when `l2` is
+/// false). `None` without a device or when the header cannot be pushed.
 #[inline(always)]
-pub fn local_train(hash: u32, ipv6: bool, l2: bool, key: &FlowKey, id: u32) -> bool {
-    let Some(cfg) = STEER_CONFIG.get(0) else { return false };
-    if cfg.workers == 0 || cfg.local_ifindex == 0 || cfg.flags & STEER_F_REASM == 0 {
-        return false;
-    }
-    let slot = steer_slot(hash % cfg.workers, ipv6, true);
-    let mark = cfg.tproxy_mark | LOCAL_STEER | (slot & LOCAL_STEER_SLOT);
-    let kind = if l2 { FRAG_LOCAL } else { FRAG_LOCAL_L3 };
-    REASM_STEER.insert(key, &slot, 0).is_ok() && remember_train(key, id, mark, kind)
-}
-
-/// A later fragment of a gateway-originated steered train: `mark` (from its first fragment) and redirected to
-/// the local steering device like its first (`l2` false: an Ethernet header is pushed first). `None`: passes.
-#[inline(always)]
-pub fn redirect_train(skb: *mut __sk_buff, mark: u32, ipv6: bool, l2: bool) -> Option<i32> {
-    let cfg = STEER_CONFIG.get(0)?;
+fn redirect_marked(skb: *mut __sk_buff, cfg: &SteerConfig, mark: u32, ipv6: bool, l2: bool) -> Option<i32> {
     if cfg.local_ifindex == 0 || (!l2 && !push_ethernet(skb, ipv6)) {
         return None;
     }
@@ -136,6 +119,32 @@ pub fn redirect_train(skb: *mut __sk_buff, mark: u32, ipv6: bool, l2: bool) -> O
     unsafe { (*skb).mark = mark };
     // SAFETY: a plain helper call; BPF_F_INGRESS (1) delivers to the device's receive path.
     Some(unsafe { aya_ebpf::helpers::bpf_redirect(cfg.local_ifindex, 1) } as i32)
+}
+
+/// The first fragment of a gateway-originated proxied UDP datagram: names the flow's worker slot for `sk_lookup`
+/// and records the local-steer mark (slot, no assignment: reassembly would forget it) for the later fragments,
+/// then redirects it like them ([`redirect_train`]). `None` when trains are not steered (no workers, no device,
+/// no `sk_lookup`) or the packet cannot be redirected: the train passes untouched.
+#[inline(always)]
+pub fn local_train(skb: *mut __sk_buff, hash: u32, ipv6: bool, l2: bool, key: &FlowKey, id: u32) -> Option<i32> {
+    let cfg = STEER_CONFIG.get(0)?;
+    if cfg.workers == 0 || cfg.local_ifindex == 0 || cfg.flags & STEER_F_REASM == 0 {
+        return None;
+    }
+    let mark = local_mark(cfg, hash, ipv6, true, false);
+    let kind = if l2 { FRAG_LOCAL } else { FRAG_LOCAL_L3 };
+    let slot = mark & LOCAL_STEER_SLOT;
+    if REASM_STEER.insert(key, &slot, 0).is_err() || !remember_train(key, id, mark, kind) {
+        return None;
+    }
+    redirect_marked(skb, cfg, mark, ipv6, l2)
+}
+
+/// A later fragment of a gateway-originated steered train: `mark` (from its first fragment) and redirected to
+/// the local steering device like its first (`l2` false: an Ethernet header is pushed first). `None`: passes.
+#[inline(always)]
+pub fn redirect_train(skb: *mut __sk_buff, mark: u32, ipv6: bool, l2: bool) -> Option<i32> {
+    redirect_marked(skb, STEER_CONFIG.get(0)?, mark, ipv6, l2)
 }
 
 /// Ethernet header length.

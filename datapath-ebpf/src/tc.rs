@@ -74,7 +74,7 @@ fn tag<const L2: bool>(skb: *mut __sk_buff, place: Place, now: u64, refresh: u64
         other => other,
     };
     let (h, tcp_flags) = match parsed {
-        // A first fragment of a LAN UDP datagram is routed as its flow; later ones follow it (`fragment`).
+        // A first fragment of a UDP datagram is routed as its flow; later ones follow it (`fragment`).
         Ok((h, _)) if h.fragment => match fragment::<L2>(skb, &mut key) {
             Ok(first) => (first, 0),
             Err(verdict) => return verdict,
@@ -201,10 +201,7 @@ fn apply(
     let dns = decision.outbound == outbound::DNS && steer::dns_enabled();
     if (proxied || dns) && direction == Direction::WanOut {
         if let Some(id) = train {
-            if !steer::local_train(decision.hash, ipv6, l2, key, id) {
-                return TC_ACT_UNSPEC;
-            }
-            return steer::redirect_local(skb, decision.hash, ipv6, udp, false, l2).unwrap_or(TC_ACT_UNSPEC);
+            return steer::local_train(skb, decision.hash, ipv6, l2, key, id).unwrap_or(TC_ACT_UNSPEC);
         }
         let began_with_syn = udp || decision.flags & FLOW_F_TCP_SYN != 0;
         if began_with_syn && let Some(verdict) = steer::redirect_local(skb, decision.hash, ipv6, udp, first, l2) {

@@ -129,6 +129,14 @@ fn demo(dae: PathBuf) -> std::io::Result<bool> {
     // UDP through danted's UDP association: echoed, and counted by dae's UDP relay (its counters are published
     // about every second); a failed association would drop the datagram, never send it direct.
     let counter = |daemon: &Daemon, name: &str| daemon.stats().ok().and_then(|s| s[name].as_u64()).unwrap_or(0);
+    // Whether counter `name` moved past `before` within 3 s.
+    let moved = |daemon: &Daemon, name: &str, before: u64| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while counter(daemon, name) == before && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        counter(daemon, name) > before
+    };
     for (family, from, to) in
         [("IPv4", IpAddr::from(lan.client_v4), server_v4), ("IPv6", IpAddr::from(lan.client_v6), server_v6)]
     {
@@ -139,11 +147,7 @@ fn demo(dae: PathBuf) -> std::io::Result<bool> {
             SocketAddr::new(to, UDP_PROXIED_PORT),
             b"dae-rs lab via socks5",
         );
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-        while counter(&daemon, "udp_replied") == before && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(200));
-        }
-        let relayed = counter(&daemon, "udp_replied") > before;
+        let relayed = moved(&daemon, "udp_replied", before);
         check(
             format!("client UDP {family} via SOCKS5 (danted :{UDP_PROXIED_PORT})"),
             echoed.and_then(|r| {
@@ -164,11 +168,7 @@ fn demo(dae: PathBuf) -> std::io::Result<bool> {
         let before = counter(&daemon, "reassembled_steered");
         let echoed =
             udp_roundtrip(&lan.client, SocketAddr::new(from, 0), SocketAddr::new(to, UDP_PROXIED_PORT), &payload);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-        while counter(&daemon, "reassembled_steered") == before && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(200));
-        }
-        let reassembled = counter(&daemon, "reassembled_steered") > before;
+        let reassembled = moved(&daemon, "reassembled_steered", before);
         check(
             format!("client UDP {family} fragmented via SOCKS5"),
             echoed.and_then(|r| match (r == payload, reassembled) {

@@ -1,4 +1,4 @@
-//! Fragmented UDP datagrams of proxied LAN flows (see `datapath_abi::steer`): tc marks a steered train for local
+//! Fragmented UDP datagrams of proxied flows (see `datapath_abi::steer`): tc marks a steered train for local
 //! delivery, the kernel reassembles it there and forgets the socket assignment on the way, so an `sk_lookup`
 //! program on the daemon's network namespace hands the whole datagram to its flow's worker socket.
 

@@ -181,13 +181,18 @@ impl Gateway {
     /// Steers gateway-originated proxied flows through the local device `ifindex` (0: not at all).
     pub fn set_local_ifindex(&mut self, ifindex: u32) -> Result<(), GatewayError> {
         self.steer.local_ifindex = ifindex;
-        self.config.set(0, self.steer, 0).map_err(|source| GatewayError::Op { name: MAP_STEER_CONFIG, source })
+        self.publish()
     }
 
-    /// Steers fragmented UDP datagrams of proxied LAN flows (once the `sk_lookup` program that hands their
+    /// Steers fragmented UDP datagrams of proxied flows (once the `sk_lookup` program that hands their
     /// reassembled form to the workers is attached: [`fragments::attach`]).
     pub fn steer_fragments(&mut self) -> Result<(), GatewayError> {
         self.steer.flags |= STEER_F_REASM;
+        self.publish()
+    }
+
+    /// Writes the steering configuration the kernel programs read.
+    fn publish(&mut self) -> Result<(), GatewayError> {
         self.config.set(0, self.steer, 0).map_err(|source| GatewayError::Op { name: MAP_STEER_CONFIG, source })
     }
 

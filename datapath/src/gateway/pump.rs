@@ -118,17 +118,17 @@ impl Pumps {
         let counters = Arc::new(PumpCounters::default());
         let mut loops = Vec::new();
         let mut threads = Vec::new();
-        let (env, mut cores, dns) = match setup {
+        let (env, cores, dns) = match setup {
             Some((cx, links, cores, dns)) => (Some((cx, links)), cores, dns),
             None => (None, Vec::new(), None),
         };
-        cores.reverse();
+        let mut cores = cores.into_iter();
         for core in 0..count.max(1) {
             let (tx, rx) = channel();
             let wake = Arc::new(sys::eventfd()?);
             let back = Back { inbox: tx.clone(), wake: Arc::clone(&wake) };
             let env = env.as_ref().map(|(cx, links)| (Arc::clone(cx), links.reader()));
-            let CoreSockets { listeners, udp } = cores.pop().unwrap_or_default();
+            let CoreSockets { listeners, udp } = cores.next().unwrap_or_default();
             let epoll = Arc::new(Epoll::new()?);
             epoll.add(back.wake.as_raw_fd(), WAKE, sys::IN)?;
             for (i, listener) in listeners.iter().enumerate() {

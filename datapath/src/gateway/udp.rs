@@ -246,8 +246,8 @@ pub struct UdpRelay {
     quic: QuicSessions<(SocketAddr, SocketAddr), Vec<u8>>,
     /// Decided flows and when they were last used.
     routes: HashMap<(SocketAddr, SocketAddr), (Route, Instant)>,
-    /// Sends replies on the transparent reply sockets (same-size runs in one GSO message; the first refusal
-    /// turns GSO off for this worker's replies).
+    /// Sends replies on the transparent reply sockets (same-size runs in one GSO message; a run too large for
+    /// the LAN path leaves datagram by datagram, a path without GSO turns it off for this worker's replies).
     reply_sender: RefCell<sys::GsoSender>,
     /// Sends the session sockets' batches (runs of one size in one GSO message; falls back by itself).
     sender: RefCell<sys::GsoSender>,

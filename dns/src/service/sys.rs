@@ -373,68 +373,6 @@ pub struct Outgoing {
     pub from: Option<(IpAddr, u32)>,
 }
 
-/// Sends `batch` with as few `sendmmsg` calls as the kernel allows; returns how many were sent (the rest hit
-/// a full socket buffer and are dropped by the caller, as a router drops).
-pub fn send_batch(fd: RawFd, v6_socket: bool, batch: &[Outgoing]) -> io::Result<usize> {
-    let mut sent = 0;
-    for chunk in batch.chunks(BATCH) {
-        let count = chunk.len();
-        let mut names: Vec<(libc::sockaddr_storage, libc::socklen_t)> = Vec::with_capacity(count);
-        let mut controls: Vec<[u64; CONTROL_BUF / 8]> = vec![[0u64; CONTROL_BUF / 8]; count];
-        let mut iovecs: Vec<libc::iovec> = Vec::with_capacity(count);
-        // SAFETY: all-zero mmsghdr is valid.
-        let mut headers: Vec<libc::mmsghdr> = vec![unsafe { zeroed() }; count];
-        for out in chunk {
-            names.push(out.to.map_or_else(
-                // SAFETY: all-zero sockaddr_storage is valid; length 0 means "no address".
-                || (unsafe { zeroed() }, 0),
-                |to| std_to_sockaddr(to, v6_socket),
-            ));
-            iovecs
-                .push(libc::iovec { iov_base: out.payload.as_ptr() as *mut libc::c_void, iov_len: out.payload.len() });
-        }
-        for (i, out) in chunk.iter().enumerate() {
-            let header = &mut headers[i].msg_hdr;
-            if names[i].1 > 0 {
-                header.msg_name = (&mut names[i].0 as *mut libc::sockaddr_storage).cast();
-                header.msg_namelen = names[i].1;
-            }
-            header.msg_iov = &mut iovecs[i];
-            header.msg_iovlen = 1;
-            if let Some((source, ifindex)) = out.from {
-                header.msg_control = controls[i].as_mut_ptr().cast();
-                header.msg_controllen = CONTROL_BUF;
-                // SAFETY: the control buffer is CONTROL_BUF bytes, enough for one pktinfo message; CMSG_* compute
-                // offsets inside it.
-                unsafe { write_pktinfo(header, source, ifindex, v6_socket) };
-            }
-        }
-        let mut done = 0;
-        while done < count {
-            // SAFETY: headers[done..] point at names, iovecs and controls that outlive the call.
-            let n = unsafe {
-                libc::sendmmsg(fd, headers[done..].as_mut_ptr(), (count - done) as libc::c_uint, libc::MSG_DONTWAIT)
-            };
-            if n < 0 {
-                let error = io::Error::last_os_error();
-                match error.kind() {
-                    io::ErrorKind::Interrupted => continue,
-                    io::ErrorKind::WouldBlock => return Ok(sent + done),
-                    // One bad datagram (an unreachable client, say) must not stop the batch: skip it.
-                    _ if done + 1 < count => {
-                        done += 1;
-                        continue;
-                    }
-                    _ => return if sent + done > 0 { Ok(sent + done) } else { Err(error) },
-                }
-            }
-            done += n as usize;
-        }
-        sent += count;
-    }
-    Ok(sent)
-}
-
 /// Writes one IP_PKTINFO / IPV6_PKTINFO control message into `header`'s control buffer.
 ///
 /// # Safety
