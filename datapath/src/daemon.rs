@@ -94,7 +94,27 @@ struct Control {
 }
 
 /// Runs the daemon until SIGINT/SIGTERM, routing with `validated` (the loaded and lowered configuration).
+/// Raises the soft limit on open files to the hard one: every relayed connection holds two sockets and a pipe
+/// pair, every UDP session a socket and its reply sockets, and a service manager's soft default (1,024) would
+/// cap a gateway at a few hundred connections (Go's runtime, and so dae, does the same at start).
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 || limit.rlim_cur >= limit.rlim_max {
+        return;
+    }
+    let before = limit.rlim_cur;
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: setrlimit reads the struct it is given.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } == 0 {
+        info!(from = before, to = limit.rlim_max, "open files limit raised");
+    } else {
+        warn!(error = %std::io::Error::last_os_error(), soft = before, "the open files limit stays");
+    }
+}
+
 pub async fn run(validated: Validated, opts: RunOptions) -> anyhow::Result<()> {
+    raise_open_files_limit();
     let instance = Instance::acquire(&opts.instance, &opts.bpffs)?;
     let selection = Selection::from_global(&validated.config.global);
     let compiled = compile_config(&validated)?;

@@ -856,8 +856,24 @@ fn relayed_connections_and_udp_sessions_cost_no_thread_and_half_close_carries_th
          group {{\n  from_gateway {{\n    policy: fixed(0)\n  }}\n}}\nrouting {{\n  dport(5531, 5532, 5533) -> from_gateway\n  fallback: direct\n}}\n",
         lan.gateway_if, topo.wan_if
     );
-    let mut daemon = Daemon::start(&dae(), &topo.gateway, &config, &[]).unwrap();
+    // Started as a service manager would with its soft default: a low limit on open files under a higher hard one.
+    let wrapper = std::env::temp_dir().join(format!("daers-nofile-{}.sh", std::process::id()));
+    std::fs::write(&wrapper, format!("#!/bin/sh\nulimit -Sn 256\nexec {} \"$@\"\n", dae().display())).unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    struct Removed(PathBuf);
+    impl Drop for Removed {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let wrapper = Removed(wrapper);
+    let mut daemon = Daemon::start(&wrapper.0, &topo.gateway, &config, &[]).unwrap();
     let pid = daemon.pid();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let open_files: Vec<&str> =
+        limits.lines().find(|l| l.starts_with("Max open files")).unwrap().split_whitespace().skip(3).take(2).collect();
+    assert_eq!(open_files[0], open_files[1], "the daemon raised its soft open files limit to the hard one: {limits}");
+    assert!(daemon.log().contains("open files limit raised"), "{}", daemon.log());
     let idle_threads = threads_of(pid);
     let to = SocketAddr::new(server, 5531);
     let streams = connect_many(&lan.client, to, CONNECTIONS);

@@ -23,7 +23,8 @@
 //!
 //! The daemon inherits the environment: `DAE_UDP_RECV=recvmmsg` runs its UDP workers on the `recvmmsg` receiver
 //! instead of io_uring (`dae run --udp-recv`). The receiver the daemon logged, the times its buffer rings ran
-//! dry and the datagrams it dropped go to stderr.
+//! dry and the datagrams it dropped go to stderr, and so does the daemon's own CPU per relayed reply datagram at a
+//! fixed 400 Mbit/s (an A/B figure for the reply path).
 
 use std::{
     net::IpAddr,
@@ -68,6 +69,20 @@ fn cpu_jiffies() -> anyhow::Result<(u64, u64)> {
 const UDP_ARGS: &[&str] = &["-u", "-b", "0", "-l", "1200"];
 /// The same, the server sending (the gateway relays replies).
 const UDP_REPLY_ARGS: &[&str] = &["-u", "-b", "0", "-l", "1200", "-R"];
+
+/// The reply direction at a fixed offered rate, below saturation on two cores: the daemon's own CPU per relayed
+/// datagram (stderr; an A/B figure for changes to the reply path, steadier than saturated goodput, whose
+/// machine-wide CPU here is mostly iperf3's).
+const UDP_REPLY_FIXED_ARGS: &[&str] = &["-u", "-b", "400M", "-l", "1200", "-R"];
+
+/// CPU time (user + system, all threads) of process `pid`, in clock ticks.
+fn process_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // After the command (in parentheses): fields 14 and 15 of stat(5) are the 12th and 13th.
+    let rest = stat.rsplit_once(')').context("no command in stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Ok(fields.get(11).context("utime")?.parse::<u64>()? + fields.get(12).context("stime")?.parse::<u64>()?)
+}
 
 /// One iperf3 run: (Gbit/s, cores busy per Gbit/s).
 fn run(ns: &bench_lab::netns::Netns, to: IpAddr, port: u16, extra: &[&str]) -> anyhow::Result<(f64, f64)> {
@@ -170,6 +185,7 @@ fn bench_with(dae: &Path) -> anyhow::Result<Vec<Figure>> {
     let (mut direct, mut relay, mut socks) = (Vec::new(), Vec::new(), Vec::new());
     let (mut udp_direct, mut udp_relay) = (Vec::new(), Vec::new());
     let (mut reply_direct, mut reply_relay) = (Vec::new(), Vec::new());
+    let mut daemon_us = Vec::new();
     for _ in 0..ROUNDS {
         direct.push(run(&lan.client, server, DIRECT_PORT, &[])?);
         relay.push(run(&lan.client, server, RELAY_PORT, &[])?);
@@ -178,7 +194,18 @@ fn bench_with(dae: &Path) -> anyhow::Result<Vec<Figure>> {
         udp_relay.push(run(&lan.client, server, RELAY_PORT, UDP_ARGS)?);
         reply_direct.push(run(&lan.client, server, DIRECT_PORT, UDP_REPLY_ARGS)?);
         reply_relay.push(run(&lan.client, server, RELAY_PORT, UDP_REPLY_ARGS)?);
+        let ticks = process_ticks(pid)?;
+        let fixed = run(&lan.client, server, RELAY_PORT, UDP_REPLY_FIXED_ARGS)?;
+        let datagrams = fixed.0 * 1e9 / 8.0 / 1200.0 * f64::from(SECONDS);
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        daemon_us.push((process_ticks(pid)? - ticks) as f64 / hz * 1e6 / datagrams.max(1.0));
     }
+    eprintln!(
+        "gateway: reply direction at 400 Mbit/s: the daemon's process CPU per relayed datagram {:.2} us (rounds: {})",
+        median(&mut daemon_us.clone()),
+        daemon_us.iter().map(|us| format!("{us:.2}")).collect::<Vec<_>>().join(", ")
+    );
     let stats = daemon.stats()?;
     eprintln!(
         "gateway: udp_recv_ring_empty {} udp_dropped {} udp_replied {} udp_reply_reads {} udp_gso_sends {}",

@@ -172,8 +172,8 @@ enum Route {
 #[derive(Default)]
 struct ReplyRun<'b> {
     from: Option<SocketAddr>,
-    /// (the client in the family of `from`'s socket, the payload).
-    datagrams: Vec<(SocketAddr, &'b [u8])>,
+    /// The payloads (to the run's client, on a socket connected to it).
+    datagrams: Vec<&'b [u8]>,
 }
 
 impl<'b> ReplyRun<'b> {
@@ -183,7 +183,7 @@ impl<'b> ReplyRun<'b> {
             relay.send_run(self, client);
         }
         self.from = Some(from);
-        self.datagrams.push((in_family_of(from, client), payload));
+        self.datagrams.push(payload);
     }
 }
 
@@ -239,8 +239,10 @@ pub struct UdpRelay {
     next_token: Cell<u64>,
     /// Where replies are read: [`REPLY_BATCH`] receives of any size (a merged run included).
     reply_batch: gso::GroBatch,
-    /// Transparent sockets replies leave from, by the remote address they carry (this worker's own).
-    reply_sockets: RefCell<HashMap<SocketAddr, UdpSocket>>,
+    /// Transparent sockets replies leave from, by (the remote address they carry, the client they are connected
+    /// to): this worker's own. Connected, a send reuses the socket's cached route instead of a policy-routing
+    /// lookup per message.
+    reply_sockets: RefCell<HashMap<(SocketAddr, SocketAddr), UdpSocket>>,
     epoch: Instant,
     /// QUIC sniff sessions: the first datagrams of a proxied flow are held until its Initial names the server.
     quic: QuicSessions<(SocketAddr, SocketAddr), Vec<u8>>,
@@ -573,7 +575,7 @@ impl UdpRelay {
         let mut sender = self.reply_sender.borrow_mut();
         let before = sender.gso_messages();
         let sent = self
-            .with_reply_socket(from, client, |fd, _| Ok(sender.send(fd, from.is_ipv6(), &run.datagrams).datagrams))
+            .with_reply_socket(from, client, |fd| Ok(sender.send(fd, from.is_ipv6(), &run.datagrams).datagrams))
             .unwrap_or(0);
         self.counters.gso_sends.fetch_add(sender.gso_messages() - before, Ordering::Relaxed);
         self.counters.replied.fetch_add(sent as u64, Ordering::Relaxed);
@@ -582,24 +584,30 @@ impl UdpRelay {
         run.from = None;
     }
 
-    /// Runs `send` on this worker's transparent socket bound to `from` (opened on first use; a full table starts
-    /// over), with `to` in the socket's family.
+    /// Runs `send` on this worker's transparent socket bound to `from` and connected to `to` (opened on first
+    /// use; a full table closes an arbitrary half, so a working set just past the bound does not reopen all).
     fn with_reply_socket<T>(
         &self,
         from: SocketAddr,
         to: SocketAddr,
-        send: impl FnOnce(std::os::fd::RawFd, SocketAddr) -> io::Result<T>,
+        send: impl FnOnce(std::os::fd::RawFd) -> io::Result<T>,
     ) -> io::Result<T> {
         let mut sockets = self.reply_sockets.borrow_mut();
-        if !sockets.contains_key(&from) {
+        let key = (from, to);
+        if !sockets.contains_key(&key) {
             if sockets.len() >= MAX_REPLY_SOCKETS {
-                sockets.clear();
+                let mut keep = false;
+                sockets.retain(|_, _| {
+                    keep = !keep;
+                    keep
+                });
             }
             let socket = reply_socket(from)?;
             socket.set_nonblocking(true)?;
-            sockets.insert(from, socket);
+            socket.connect(in_family_of(from, to))?;
+            sockets.insert(key, socket);
         }
-        send(sockets[&from].as_raw_fd(), in_family_of(from, to))
+        send(sockets[&key].as_raw_fd())
     }
 
     /// Ends every session idle for its timeout (closing its socket takes it out of the epoll set).

@@ -47,6 +47,19 @@ impl Datagram for (SocketAddr, &[u8]) {
     }
 }
 
+/// A borrowed payload on a connected socket (to its peer, from the socket's own address).
+impl Datagram for &[u8] {
+    fn payload(&self) -> &[u8] {
+        self
+    }
+    fn to(&self) -> Option<SocketAddr> {
+        None
+    }
+    fn from(&self) -> Option<(std::net::IpAddr, u32)> {
+        None
+    }
+}
+
 /// `UDP_SEGMENT` (linux/udp.h): the segment size of a GSO send.
 pub const UDP_SEGMENT: libc::c_int = 103;
 /// Datagrams per GSO send (the kernel's `UDP_MAX_SEGMENTS` is 64 before 6.9, 128 after).
