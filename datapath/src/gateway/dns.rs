@@ -141,6 +141,8 @@ pub(super) fn reply_socket(from: SocketAddr) -> io::Result<UdpSocket> {
     let socket = Socket::new(if from.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 }, Type::DGRAM, None)?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
+    // Never read: the smallest receive buffer bounds what a stray datagram that matches it can hold.
+    socket.set_recv_buffer_size(0)?;
     if from.is_ipv6() {
         socket.set_only_v6(true)?;
         sys::set_int_opt(socket.as_raw_fd(), libc::SOL_IPV6, libc::IPV6_TRANSPARENT, 1)?;
