@@ -7,4 +7,5 @@ export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 [ "$(id -u)" = 0 ] || { echo "demo: run as root (namespaces and eBPF)" >&2; exit 2; }
 ./scripts/setup.sh
 cargo build --release -p datapath --bin dae
-exec cargo run --release -q -p bench-lab --bin lab -- demo --dae target/release/dae
+# Where cargo put it: CARGO_TARGET_DIR when the environment sets one.
+exec cargo run --release -q -p bench-lab --bin lab -- demo --dae "${CARGO_TARGET_DIR:-target}/release/dae"
