@@ -26,6 +26,7 @@
 //! cost no thread; idle sessions are swept every second.
 
 use std::{
+    borrow::Cow,
     cell::{Cell, RefCell},
     collections::HashMap,
     io,
@@ -724,11 +725,12 @@ impl UdpRelay {
         links: &mut LinkReader,
     ) {
         let now = Instant::now();
-        let mut ready: Vec<(SocketAddr, SocketAddr, Vec<u8>)> = Vec::new();
+        // Payloads stay borrowed from the receive buffers unless the sniffer held them.
+        let mut ready: Vec<(SocketAddr, SocketAddr, Cow<'p, [u8]>)> = Vec::new();
         while let Some(((client, dst), release)) = self.quic.poll_expired(now) {
             let (route, _) = self.kernel_route(client, dst);
             self.remember((client, dst), route, now);
-            ready.extend(release.map(|datagram| (client, dst, datagram)));
+            ready.extend(release.map(|datagram| (client, dst, Cow::Owned(datagram))));
         }
         let sniffing = self.cx.sniffing.load();
         let sniff_udp = should_sniff(sniffing.dial_mode, Transport::Udp, 0, false, sniffing.timeout);
@@ -736,13 +738,13 @@ impl UdpRelay {
             let flow = (client, dst);
             if let Some((_, used)) = self.routes.get_mut(&flow) {
                 *used = now;
-                ready.push((client, dst, payload.to_vec()));
+                ready.push((client, dst, Cow::Borrowed(payload)));
                 continue;
             }
             let (kernel, tag) = self.kernel_route(client, dst);
             let Some(tag) = tag.filter(|_| sniff_udp) else {
                 self.remember(flow, kernel, now);
-                ready.push((client, dst, payload.to_vec()));
+                ready.push((client, dst, Cow::Borrowed(payload)));
                 continue;
             };
             let verdict = self.quic.on_datagram(flow, payload.to_vec(), now);
@@ -752,16 +754,16 @@ impl UdpRelay {
                 Outcome::NotQuic | Outcome::NoName => kernel,
             };
             self.remember(flow, route, now);
-            ready.extend(verdict.release.map(|datagram| (client, dst, datagram)));
+            ready.extend(verdict.release.map(|datagram| (client, dst, Cow::Owned(datagram))));
         }
         self.send(ready);
     }
 
     /// Sends datagrams on their flows' routes, each run on one session in one `sendmmsg`.
-    fn send(&self, datagrams: Vec<(SocketAddr, SocketAddr, Vec<u8>)>) {
+    fn send(&self, datagrams: Vec<(SocketAddr, SocketAddr, Cow<'_, [u8]>)>) {
         let now = ms_since(self.epoch);
         let mut run: Option<Arc<Session>> = None;
-        let mut pending: Vec<sys::Outgoing> = Vec::new();
+        let mut pending: Vec<(SocketAddr, Cow<'_, [u8]>)> = Vec::new();
         for (client, dst, payload) in datagrams {
             let node = match self.routes.get(&(client, dst)) {
                 Some((Route::Via(node), _)) => *node,
@@ -774,7 +776,9 @@ impl UdpRelay {
                 Ok(Lookup::Open(session)) => session,
                 Ok(Lookup::Opening) => {
                     match self.opening.borrow_mut().get_mut(&(client, node)) {
-                        Some(opening) if opening.queued.len() < MAX_WAITING => opening.queued.push((dst, payload)),
+                        Some(opening) if opening.queued.len() < MAX_WAITING => {
+                            opening.queued.push((dst, payload.into_owned()))
+                        }
                         _ => self.drop_one(),
                     }
                     continue;
@@ -790,12 +794,12 @@ impl UdpRelay {
             }
             session.last.store(now, Ordering::Relaxed);
             pending.push(match &session.via {
-                Via::Direct => sys::Outgoing { payload, to: Some(dst), from: None },
+                Via::Direct => (dst, payload),
                 Via::Socks5 { relay, .. } => {
                     let mut datagram = Vec::with_capacity(payload.len() + 22);
                     socks5::encode_udp_header(dst, &mut datagram);
                     datagram.extend_from_slice(&payload);
-                    sys::Outgoing { payload: datagram, to: Some(*relay), from: None }
+                    (*relay, Cow::Owned(datagram))
                 }
             });
             run = Some(session);
@@ -806,7 +810,7 @@ impl UdpRelay {
     /// Sends what `pending` holds for `session`: runs of same-size datagrams to one destination in one GSO
     /// message each, the rest datagram by datagram, all in as few `sendmmsg` calls as the kernel takes
     /// ([`sys::GsoSender`], shared with the DNS forwarder).
-    fn flush(&self, session: Option<Arc<Session>>, pending: &mut Vec<sys::Outgoing>) {
+    fn flush(&self, session: Option<Arc<Session>>, pending: &mut Vec<(SocketAddr, Cow<'_, [u8]>)>) {
         let Some(session) = session else { return };
         let mut sender = self.sender.borrow_mut();
         let before = sender.gso_messages();
@@ -977,7 +981,7 @@ impl UdpRelay {
             self.open_session(client, dst, node, via)
         });
         match session {
-            Ok(_) => self.send(queued.into_iter().map(|(dst, payload)| (client, dst, payload)).collect()),
+            Ok(_) => self.send(queued.into_iter().map(|(dst, payload)| (client, dst, Cow::Owned(payload))).collect()),
             Err(e) => {
                 debug!(%client, error = %e, "no SOCKS5 UDP association: the session's datagrams are dropped");
                 self.counters.associations_failed.fetch_add(1, Ordering::Relaxed);

@@ -34,10 +34,10 @@ impl Datagram for Outgoing {
     }
 }
 
-/// A borrowed payload to a destination, from the socket's own address.
-impl Datagram for (SocketAddr, &[u8]) {
+/// A payload (borrowed, owned, or either) to a destination, from the socket's own address.
+impl<P: AsRef<[u8]>> Datagram for (SocketAddr, P) {
     fn payload(&self) -> &[u8] {
-        self.1
+        self.1.as_ref()
     }
     fn to(&self) -> Option<SocketAddr> {
         Some(self.0)
