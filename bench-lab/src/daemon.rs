@@ -12,6 +12,20 @@ use std::{
 
 use crate::netns::{ChildGuard, Netns, PREFIX, unique_id};
 
+/// CPU time (user + system, all threads) of process `pid`; zero once it is gone.
+pub fn process_cpu(pid: u32) -> Duration {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<u64> = after.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+    // After the command: state is not numeric, so fields[11] and [12] are utime and stime (stat fields 14, 15).
+    ticks_to_duration(fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0))
+}
+
+/// `/proc` clock ticks as time: Linux reports them in USER_HZ, which is 100 on every architecture it supports.
+pub fn ticks_to_duration(ticks: u64) -> Duration {
+    Duration::from_millis(ticks * 10)
+}
+
 /// How long `dae run` may take to load, attach and open its gate.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The log line `dae run` prints once the gate is open.

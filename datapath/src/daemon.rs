@@ -93,7 +93,6 @@ struct Control {
     lo: u32,
 }
 
-/// Runs the daemon until SIGINT/SIGTERM, routing with `validated` (the loaded and lowered configuration).
 /// Raises the soft limit on open files to the hard one: every relayed connection holds two sockets and a pipe
 /// pair, every UDP session a socket and its reply sockets, and a service manager's soft default (1,024) would
 /// cap a gateway at a few hundred connections (Go's runtime, and so dae, does the same at start).
@@ -113,6 +112,7 @@ fn raise_open_files_limit() {
     }
 }
 
+/// Runs the daemon until SIGINT/SIGTERM, routing with `validated` (the loaded and lowered configuration).
 pub async fn run(validated: Validated, opts: RunOptions) -> anyhow::Result<()> {
     raise_open_files_limit();
     let instance = Instance::acquire(&opts.instance, &opts.bpffs)?;

@@ -33,7 +33,7 @@ use std::{
 
 use anyhow::Context;
 use bench_lab::{
-    daemon::Daemon,
+    daemon::{Daemon, process_cpu},
     proxies,
     topology::Topology,
     traffic::{iperf3_client, iperf3_server},
@@ -74,15 +74,6 @@ const UDP_REPLY_ARGS: &[&str] = &["-u", "-b", "0", "-l", "1200", "-R"];
 /// datagram (stderr; an A/B figure for changes to the reply path, steadier than saturated goodput, whose
 /// machine-wide CPU here is mostly iperf3's).
 const UDP_REPLY_FIXED_ARGS: &[&str] = &["-u", "-b", "400M", "-l", "1200", "-R"];
-
-/// CPU time (user + system, all threads) of process `pid`, in clock ticks.
-fn process_ticks(pid: u32) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // After the command (in parentheses): fields 14 and 15 of stat(5) are the 12th and 13th.
-    let rest = stat.rsplit_once(')').context("no command in stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    Ok(fields.get(11).context("utime")?.parse::<u64>()? + fields.get(12).context("stime")?.parse::<u64>()?)
-}
 
 /// One iperf3 run: (Gbit/s, cores busy per Gbit/s).
 fn run(ns: &bench_lab::netns::Netns, to: IpAddr, port: u16, extra: &[&str]) -> anyhow::Result<(f64, f64)> {
@@ -194,12 +185,10 @@ fn bench_with(dae: &Path) -> anyhow::Result<Vec<Figure>> {
         udp_relay.push(run(&lan.client, server, RELAY_PORT, UDP_ARGS)?);
         reply_direct.push(run(&lan.client, server, DIRECT_PORT, UDP_REPLY_ARGS)?);
         reply_relay.push(run(&lan.client, server, RELAY_PORT, UDP_REPLY_ARGS)?);
-        let ticks = process_ticks(pid)?;
+        let before = process_cpu(pid);
         let fixed = run(&lan.client, server, RELAY_PORT, UDP_REPLY_FIXED_ARGS)?;
         let datagrams = fixed.0 * 1e9 / 8.0 / 1200.0 * f64::from(SECONDS);
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        daemon_us.push((process_ticks(pid)? - ticks) as f64 / hz * 1e6 / datagrams.max(1.0));
+        daemon_us.push(process_cpu(pid).saturating_sub(before).as_secs_f64() * 1e6 / datagrams.max(1.0));
     }
     eprintln!(
         "gateway: reply direction at 400 Mbit/s: the daemon's process CPU per relayed datagram {:.2} us (rounds: {})",

@@ -23,6 +23,7 @@
 //! as forwarder LABEL, run right after dae-dns in every round; its figures' baseline is `dae-dns/...` (same run,
 //! alternated), not dnsdist. `--fixed-only` runs only the fixed-rate figures (a) and (c).
 
+use bench_lab::daemon::process_cpu;
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -123,19 +124,9 @@ fn pinned(cpu: &str, program: &str) -> Command {
     cmd
 }
 
-/// Process CPU time (utime + stime) of `pid`, all threads.
-fn proc_cpu(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<u64> = after.split_whitespace().filter_map(|f| f.parse().ok()).collect();
-    // After the command: state is not numeric, so fields[11] and [12] are utime and stime (stat fields 14, 15).
-    let ticks = fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0);
-    ticks_to_duration(ticks)
-}
-
 /// CPU time of `pid` and every process descended from it (nsd forks its server process).
 fn tree_cpu(pid: u32) -> Duration {
-    let mut total = proc_cpu(pid);
+    let mut total = process_cpu(pid);
     let Ok(dir) = std::fs::read_dir("/proc") else { return total };
     for entry in dir.flatten() {
         let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
@@ -148,18 +139,13 @@ fn tree_cpu(pid: u32) -> Duration {
     total
 }
 
-fn ticks_to_duration(ticks: u64) -> Duration {
-    // Linux reports /proc times in USER_HZ, which is 100 on every architecture it supports.
-    Duration::from_millis(ticks * 10)
-}
-
 /// irq + softirq time of `cpu` (from /proc/stat).
 fn cpu_irq(cpu: usize) -> Duration {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let label = format!("cpu{cpu} ");
     let line = stat.lines().find(|l| l.starts_with(&label)).unwrap_or("");
     let fields: Vec<u64> = line.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
-    ticks_to_duration(fields.get(5).copied().unwrap_or(0) + fields.get(6).copied().unwrap_or(0))
+    bench_lab::daemon::ticks_to_duration(fields.get(5).copied().unwrap_or(0) + fields.get(6).copied().unwrap_or(0))
 }
 
 fn socket_fds(pid: u32) -> usize {
@@ -217,7 +203,7 @@ fn dnsperf(port: u16, data: &Path, extra: &[&str], verbose: bool) -> Perf {
         }
     }
     // Stdout closed: dnsperf has exited and, not yet reaped, still shows its final CPU times.
-    let cpu_seen = proc_cpu(pid);
+    let cpu_seen = process_cpu(pid);
     let _ = child.wait();
     perf.wall = start.elapsed();
     perf.client_cpu = cpu_seen;
