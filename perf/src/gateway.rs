@@ -52,7 +52,7 @@ const SOCKS_PORT: u16 = 5302;
 const GSO_PORT: u16 = 5303;
 /// Datagrams per GSO send of the GSO sender (a QUIC stack's usual batch).
 const GSO_RUN: usize = 10;
-/// Payload of each datagram of the GSO sender (as iperf3's `-l 1200`).
+/// Payload of each UDP datagram: iperf3's `-l 1200` in the `UDP_*_ARGS` below, and the GSO sender's.
 const GSO_DATAGRAM: usize = 1200;
 
 /// Busy and total jiffies of the whole machine (`/proc/stat`'s `cpu` line).
@@ -187,7 +187,7 @@ fn bench_with(dae: &Path) -> anyhow::Result<Vec<Figure>> {
         reply_relay.push(run(&lan.client, server, RELAY_PORT, UDP_REPLY_ARGS)?);
         let before = process_cpu(pid);
         let fixed = run(&lan.client, server, RELAY_PORT, UDP_REPLY_FIXED_ARGS)?;
-        let datagrams = fixed.0 * 1e9 / 8.0 / 1200.0 * f64::from(SECONDS);
+        let datagrams = fixed.0 * 1e9 / 8.0 / GSO_DATAGRAM as f64 * f64::from(SECONDS);
         daemon_us.push(process_cpu(pid).saturating_sub(before).as_secs_f64() * 1e6 / datagrams.max(1.0));
     }
     eprintln!(
