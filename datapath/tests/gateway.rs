@@ -290,6 +290,12 @@ fn udp_relay_case(test: &str, args: &[&str], receiver: &str) {
     assert_eq!(stats["udp_replied"], 8, "{stats}");
     assert_eq!(stats["udp_dropped"], 0, "{stats}");
     assert_eq!(stats["udp_associations_failed"], 0, "{stats}");
+    // Each session socket holds a burst of replies while its worker is busy elsewhere: 2 MiB, which the kernel
+    // reports doubled (the default, 208 KiB, overflowed in saturated runs).
+    let sockets = topo.gateway.output("ss", &["-uanmH"]).unwrap();
+    let sockets = String::from_utf8_lossy(&sockets.stdout);
+    let sized = sockets.matches("rb4194304,").count();
+    assert!(sized >= 8, "{sized} sockets with a 2 MiB receive buffer, 8 sessions open:\n{sockets}");
 }
 
 /// A UDP server in `ns` on `addr` that answers every datagram with the sender address it sees, a newline, and

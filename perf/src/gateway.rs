@@ -3,8 +3,8 @@
 //! - `gateway_tcp_relay_gbps`: goodput of flows the gateway steers to its workers and relays itself (a group
 //!   whose node is `direct`), against the direct routed path (the kernel forwards, dae only tags) in the same run.
 //! - `gateway_tcp_socks5_gbps`: the same through a real SOCKS5 proxy (microsocks in the server namespace).
-//! - `gateway_udp_relay_gbps`: UDP (iperf3 `-u -b 0 -l 1200`, goodput the receiver counted) relayed by the
-//!   gateway's UDP sessions, against the direct routed path.
+//! - `gateway_udp_relay_gbps`: UDP (iperf3 `-u -b 0 -l 1200 -w 4M`, goodput the receiver counted) relayed by
+//!   the gateway's UDP sessions, against the direct routed path.
 //! - `gateway_udp_reply_relay_gbps`: the same in the reply direction (iperf3 `-R`: the server sends, the gateway
 //!   reads its session socket and sends from the server's address to the client), against the direct path.
 //! - `gateway_udp_reply_gro_gbps`, `gateway_udp_reply_gro_cores_per_gbps`: the relayed reply direction with the
@@ -19,7 +19,9 @@
 //! - `dae_rss_after_load_mib`: the daemon's resident memory after the runs, against its idle RSS right after
 //!   start.
 //!
-//! Rounds alternate the paths so a noisy neighbour hits them alike; each figure is the median of the rounds.
+//! Rounds alternate the paths so a noisy neighbour hits them alike; each figure is the median of the rounds. Each
+//! round's goodputs, and each UDP run's receive-buffer drops in the client, gateway and server namespaces, go to
+//! stderr.
 //!
 //! The daemon inherits the environment: `DAE_UDP_RECV=recvmmsg` runs its UDP workers on the `recvmmsg` receiver
 //! instead of io_uring (`dae run --udp-recv`). The receiver the daemon logged, the times its buffer rings ran
@@ -65,10 +67,16 @@ fn cpu_jiffies() -> anyhow::Result<(u64, u64)> {
     Ok((total - idle, total))
 }
 
-/// UDP runs: iperf3's unlimited rate with 1200-byte datagrams (a QUIC-sized payload).
-const UDP_ARGS: &[&str] = &["-u", "-b", "0", "-l", "1200"];
+/// UDP runs: iperf3's unlimited rate with 1200-byte datagrams (a QUIC-sized payload), the receiving iperf3's
+/// socket buffer 4 MiB (`-w`, both paths alike; QUIC stacks ask for several MiB). With the default 208 KiB the
+/// relayed runs measured the receiving process more than the gateway: a worker's batch arrives at once, and
+/// while the receiver shares a core with the worker or the sender it cannot drain, so its socket dropped
+/// 110,000-170,000 datagrams per 4 s relayed run against 1,700-2,900 direct (per-run drops go to stderr).
+const UDP_ARGS: &[&str] = &["-u", "-b", "0", "-l", "1200", "-w", "4M"];
+/// iperf3's `-w 4M` in bytes: [`bench_with`] raises `net.core.rmem_max` and `wmem_max` to it if they are lower.
+const UDP_SOCKET_BUFFER: u64 = 4 << 20;
 /// The same, the server sending (the gateway relays replies).
-const UDP_REPLY_ARGS: &[&str] = &["-u", "-b", "0", "-l", "1200", "-R"];
+const UDP_REPLY_ARGS: &[&str] = &["-u", "-b", "0", "-l", "1200", "-w", "4M", "-R"];
 
 /// The reply direction at a fixed offered rate, below saturation on two cores: the daemon's own CPU per relayed
 /// datagram (stderr; an A/B figure for changes to the reply path, steadier than saturated goodput, whose
@@ -126,6 +134,71 @@ fn gso_reply_run(topo: &Topology, port: u16) -> anyhow::Result<(f64, f64)> {
     Ok((gbps, cores / gbps))
 }
 
+/// Datagrams the namespace's UDP sockets dropped for a full receive buffer (`UdpRcvbufErrors`, both families).
+fn rcvbuf_errors(ns: &bench_lab::netns::Netns) -> u64 {
+    let Ok(out) = ns.output("cat", &["/proc/net/snmp", "/proc/net/snmp6"]) else { return 0 };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut total = 0;
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if let Some(v) = line.strip_prefix("Udp6RcvbufErrors") {
+            total += v.trim().parse::<u64>().unwrap_or(0);
+        } else if line.starts_with("Udp: InDatagrams") {
+            let names: Vec<&str> = line.split_whitespace().collect();
+            let values: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
+            if let Some(i) = names.iter().position(|n| *n == "RcvbufErrors") {
+                total += values.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+/// One UDP [`run`] from the client to the server's `port`; the datagrams each namespace's sockets dropped for a
+/// full receive buffer during it go to stderr under `label`.
+fn udp_run(topo: &Topology, label: &str, port: u16, extra: &[&str]) -> anyhow::Result<(f64, f64)> {
+    let spaces = [&topo.lan().client, &topo.gateway, &topo.server];
+    let before = spaces.map(rcvbuf_errors);
+    let result = run(&topo.lan().client, IpAddr::from(topo.server_v4), port, extra)?;
+    let after = spaces.map(rcvbuf_errors);
+    eprintln!(
+        "gateway: {label}: {:.2} Gb/s; receive-buffer drops: client {}, gateway {}, server {}",
+        result.0,
+        after[0] - before[0],
+        after[1] - before[1],
+        after[2] - before[2]
+    );
+    Ok(result)
+}
+
+/// Raises a host-wide `sysctl` (a file under `/proc/sys`) to at least `floor` for the benchmark's life and puts
+/// back what was there on drop. iperf3 refuses to run (`socket buffer size not set correctly`) when its `-w`
+/// exceeds `net.core.rmem_max` or `wmem_max`, which are not per network namespace (Debian's default: 208 KiB).
+struct SysctlFloor {
+    path: &'static str,
+    previous: Option<String>,
+}
+
+impl SysctlFloor {
+    fn raise(path: &'static str, floor: u64) -> anyhow::Result<Self> {
+        let current = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+        let value: u64 = current.trim().parse().with_context(|| format!("{path}: {current:?}"))?;
+        if value >= floor {
+            return Ok(Self { path, previous: None });
+        }
+        std::fs::write(path, floor.to_string()).with_context(|| format!("raising {path} to {floor}"))?;
+        Ok(Self { path, previous: Some(current) })
+    }
+}
+
+impl Drop for SysctlFloor {
+    fn drop(&mut self) {
+        if let Some(previous) = &self.previous {
+            let _ = std::fs::write(self.path, previous.trim());
+        }
+    }
+}
+
 fn rss_kib(pid: u32) -> anyhow::Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
@@ -146,6 +219,10 @@ pub fn bench() -> anyhow::Result<Vec<Figure>> {
 }
 
 fn bench_with(dae: &Path) -> anyhow::Result<Vec<Figure>> {
+    let _buffers = [
+        SysctlFloor::raise("/proc/sys/net/core/rmem_max", UDP_SOCKET_BUFFER)?,
+        SysctlFloor::raise("/proc/sys/net/core/wmem_max", UDP_SOCKET_BUFFER)?,
+    ];
     let topo = Topology::client_gateway_server()?;
     let lan = topo.lan();
     let server = IpAddr::from(topo.server_v4);
@@ -181,10 +258,23 @@ fn bench_with(dae: &Path) -> anyhow::Result<Vec<Figure>> {
         direct.push(run(&lan.client, server, DIRECT_PORT, &[])?);
         relay.push(run(&lan.client, server, RELAY_PORT, &[])?);
         socks.push(run(&lan.client, server, SOCKS_PORT, &[])?);
-        udp_direct.push(run(&lan.client, server, DIRECT_PORT, UDP_ARGS)?);
-        udp_relay.push(run(&lan.client, server, RELAY_PORT, UDP_ARGS)?);
-        reply_direct.push(run(&lan.client, server, DIRECT_PORT, UDP_REPLY_ARGS)?);
-        reply_relay.push(run(&lan.client, server, RELAY_PORT, UDP_REPLY_ARGS)?);
+        udp_direct.push(udp_run(&topo, "udp direct", DIRECT_PORT, UDP_ARGS)?);
+        udp_relay.push(udp_run(&topo, "udp relayed", RELAY_PORT, UDP_ARGS)?);
+        reply_direct.push(udp_run(&topo, "udp reply direct", DIRECT_PORT, UDP_REPLY_ARGS)?);
+        reply_relay.push(udp_run(&topo, "udp reply relayed", RELAY_PORT, UDP_REPLY_ARGS)?);
+        let last = |runs: &[(f64, f64)]| runs.last().map_or(0.0, |r| r.0);
+        eprintln!(
+            "gateway: round {}: Gb/s relayed / direct: tcp {:.2} / {:.2}, udp {:.2} / {:.2} ({:.2}x), udp reply {:.2} / {:.2} ({:.2}x)",
+            direct.len(),
+            last(&relay),
+            last(&direct),
+            last(&udp_relay),
+            last(&udp_direct),
+            last(&udp_relay) / last(&udp_direct),
+            last(&reply_relay),
+            last(&reply_direct),
+            last(&reply_relay) / last(&reply_direct)
+        );
         let before = process_cpu(pid);
         let fixed = run(&lan.client, server, RELAY_PORT, UDP_REPLY_FIXED_ARGS)?;
         let datagrams = fixed.0 * 1e9 / 8.0 / GSO_DATAGRAM as f64 * f64::from(SECONDS);
