@@ -6,6 +6,10 @@
 //! - `udp_recv_uring_mpps_{size}`: io_uring multishot `RecvMsg` over a provided buffer ring, against a loop of one
 //!   `recvmsg` per datagram. Target ratio >= 1.3.
 //! - `udp_recv_uring_vs_recvmmsg8_{size}`: the same, against `recvmmsg` in batches of 8. Target ratio >= 1.05.
+//! - `udp_recv_gateway_uring_mpps_{size}`, `udp_recv_gateway_uring_vs_recvmmsg8_{size}`: the same two ratios for
+//!   the gateway's own receiver (`datapath::gateway::uring::UringReceiver`: 128 buffers of 64 KiB for GRO'd
+//!   datagrams, one non-blocking ring entry per call, buffers returned a batch later), called in a loop as a
+//!   worker calls it after each wake-up.
 //! - `udp_recv_recvmmsg8_mpps_{size}`, `udp_recv_recvmmsg32_mpps_{size}`: batches of 8 and 32 against `recvmsg`.
 //!
 //! Every receiver must account for every datagram, each with its payload length, a 127.0.0.1 source name and a
@@ -26,7 +30,7 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use crate::report::{Figure, median};
 
 /// Rounds per receiver; the median is reported.
-const ROUNDS: usize = 7;
+const ROUNDS: usize = 15;
 /// (payload bytes, datagrams queued per drain). 200k x 64 B is ~0.2 GB of socket memory (skb truesize), 100k x
 /// 1200 B ~0.25 GB: both fit in [`RCVBUF_BYTES`] (which the kernel doubles); drops fail the run.
 pub(crate) const CASES: [(usize, usize); 2] = [(64, 200_000), (1200, 100_000)];
@@ -63,9 +67,12 @@ enum Receiver {
     Recvmsg,
     Recvmmsg(usize),
     Uring,
+    /// The gateway's own receiver (`datapath::gateway::uring::UringReceiver`, as a worker drives it).
+    Gateway,
 }
 
-const RECEIVERS: [Receiver; 4] = [Receiver::Recvmsg, Receiver::Recvmmsg(8), Receiver::Recvmmsg(32), Receiver::Uring];
+const RECEIVERS: [Receiver; 5] =
+    [Receiver::Recvmsg, Receiver::Recvmmsg(8), Receiver::Recvmmsg(32), Receiver::Uring, Receiver::Gateway];
 
 /// Runs the group on a thread pinned to the core it starts on.
 pub fn bench() -> anyhow::Result<Vec<Figure>> {
@@ -87,12 +94,21 @@ fn bench_size(size: usize, count: usize) -> anyhow::Result<Vec<Figure>> {
         for (receiver, samples) in RECEIVERS.iter().zip(&mut mpps) {
             let rx = queued_socket(size, count)?;
             let uring = if *receiver == Receiver::Uring { Some(UringReceiver::new()?) } else { None };
+            let gateway = if *receiver == Receiver::Gateway {
+                Some(datapath::gateway::uring::UringReceiver::new(rx.as_raw_fd()).context("the gateway's receiver")?)
+            } else {
+                None
+            };
             let start = Instant::now();
             let bad = match (receiver, uring) {
                 (Receiver::Recvmsg, _) => drain_recvmsg(rx.as_raw_fd(), count, size),
                 (Receiver::Recvmmsg(batch), _) => drain_recvmmsg(rx.as_raw_fd(), count, size, *batch),
                 (Receiver::Uring, Some(mut uring)) => uring.drain(rx.as_raw_fd(), count, size),
                 (Receiver::Uring, None) => unreachable!("ring built above"),
+                (Receiver::Gateway, _) => match gateway {
+                    Some(mut gateway) => drain_gateway(&mut gateway, count, size),
+                    None => unreachable!("receiver built above"),
+                },
             }
             .with_context(|| format!("{receiver:?} draining {count} x {size} B"))?;
             let secs = start.elapsed().as_secs_f64();
@@ -100,7 +116,7 @@ fn bench_size(size: usize, count: usize) -> anyhow::Result<Vec<Figure>> {
             samples.push(count as f64 / secs / 1e6);
         }
     }
-    let [recvmsg, mmsg8, mmsg32, uring] = mpps.map(|mut s| median(&mut s));
+    let [recvmsg, mmsg8, mmsg32, uring, gateway] = mpps.map(|mut s| median(&mut s));
     let figure = |name: &str, value: f64, baseline: f64| Figure {
         name: format!("udp_recv_{name}_{size}"),
         value,
@@ -111,9 +127,38 @@ fn bench_size(size: usize, count: usize) -> anyhow::Result<Vec<Figure>> {
     Ok(vec![
         figure("uring_mpps", uring, recvmsg),
         figure("uring_vs_recvmmsg8", uring, mmsg8),
+        figure("gateway_uring_mpps", gateway, recvmsg),
+        figure("gateway_uring_vs_recvmmsg8", gateway, mmsg8),
         figure("recvmmsg8_mpps", mmsg8, recvmsg),
         figure("recvmmsg32_mpps", mmsg32, recvmsg),
     ])
+}
+
+/// Drains `count` datagrams with the gateway's receiver, called in a loop as a worker calls it after each
+/// wake-up; the number that were not what was queued.
+fn drain_gateway(
+    receiver: &mut datapath::gateway::uring::UringReceiver,
+    count: usize,
+    size: usize,
+) -> anyhow::Result<usize> {
+    let (mut got, mut bad) = (0, 0);
+    let mut idle_since = None;
+    while got < count {
+        let n = receiver.recv().context("the gateway's receiver")?;
+        if n == 0 {
+            let since = *idle_since.get_or_insert_with(Instant::now);
+            ensure!(since.elapsed() < STALL, "the gateway's receiver stalled after {got}");
+            continue;
+        }
+        idle_since = None;
+        for received in &receiver.received[..n] {
+            let from_loopback = received.from.is_some_and(|from| from.ip() == std::net::Ipv4Addr::from(LOOPBACK));
+            let to_loopback = received.info.dst == Some(std::net::Ipv4Addr::from(LOOPBACK).into());
+            bad += usize::from(!(received.len == size && from_loopback && to_loopback));
+        }
+        got += n;
+    }
+    Ok(bad)
 }
 
 pub(crate) fn pin_to_current_core() -> anyhow::Result<()> {
