@@ -73,7 +73,7 @@ pub const DNS_TIMEOUT: Duration = Duration::from_secs(17);
 const MAX_DATAGRAM: usize = 65_535;
 /// Receive buffer of a session socket (the kernel doubles it for its accounting): the remote's datagrams wait there
 /// while the worker serves other sockets or is preempted. The default (208 KiB, about 90 datagrams of 1,200 bytes)
-/// overflowed in every saturated reply run of `perf --only gateway` (6,500-18,500 datagrams per 4 s run); this
+/// overflowed in every saturated reply run of `perf --only gateway` (6,500-30,000 datagrams per 4 s run); this
 /// holds about 1,700 (some 15 ms at 1 Gbit/s). It bounds, it does not allocate: an idle session costs nothing
 /// more, and the kernel's `udp_mem` caps all of them together.
 const SESSION_RECV_BUFFER: usize = 2 << 20;
