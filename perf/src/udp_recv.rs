@@ -93,24 +93,11 @@ fn bench_size(size: usize, count: usize) -> anyhow::Result<Vec<Figure>> {
     for _ in 0..ROUNDS {
         for (receiver, samples) in RECEIVERS.iter().zip(&mut mpps) {
             let rx = queued_socket(size, count)?;
-            let uring = if *receiver == Receiver::Uring { Some(UringReceiver::new()?) } else { None };
-            let gateway = if *receiver == Receiver::Gateway {
-                Some(datapath::gateway::uring::UringReceiver::new(rx.as_raw_fd()).context("the gateway's receiver")?)
-            } else {
-                None
-            };
+            let drain = Drain::ready(*receiver, rx.as_raw_fd())?;
             let start = Instant::now();
-            let bad = match (receiver, uring) {
-                (Receiver::Recvmsg, _) => drain_recvmsg(rx.as_raw_fd(), count, size),
-                (Receiver::Recvmmsg(batch), _) => drain_recvmmsg(rx.as_raw_fd(), count, size, *batch),
-                (Receiver::Uring, Some(mut uring)) => uring.drain(rx.as_raw_fd(), count, size),
-                (Receiver::Uring, None) => unreachable!("ring built above"),
-                (Receiver::Gateway, _) => match gateway {
-                    Some(mut gateway) => drain_gateway(&mut gateway, count, size),
-                    None => unreachable!("receiver built above"),
-                },
-            }
-            .with_context(|| format!("{receiver:?} draining {count} x {size} B"))?;
+            let bad = drain
+                .run(rx.as_raw_fd(), count, size)
+                .with_context(|| format!("{receiver:?} draining {count} x {size} B"))?;
             let secs = start.elapsed().as_secs_f64();
             ensure!(bad == 0, "{receiver:?}: {bad} of {count} datagrams without pktinfo, name or full payload");
             samples.push(count as f64 / secs / 1e6);
@@ -132,6 +119,37 @@ fn bench_size(size: usize, count: usize) -> anyhow::Result<Vec<Figure>> {
         figure("recvmmsg8_mpps", mmsg8, recvmsg),
         figure("recvmmsg32_mpps", mmsg32, recvmsg),
     ])
+}
+
+/// A receiver with its set-up (ring, buffers) done, so that only the drain is timed.
+enum Drain {
+    Recvmsg,
+    Recvmmsg(usize),
+    Uring(UringReceiver),
+    Gateway(datapath::gateway::uring::UringReceiver),
+}
+
+impl Drain {
+    fn ready(receiver: Receiver, fd: RawFd) -> anyhow::Result<Self> {
+        Ok(match receiver {
+            Receiver::Recvmsg => Self::Recvmsg,
+            Receiver::Recvmmsg(batch) => Self::Recvmmsg(batch),
+            Receiver::Uring => Self::Uring(UringReceiver::new()?),
+            Receiver::Gateway => {
+                Self::Gateway(datapath::gateway::uring::UringReceiver::new(fd).context("the gateway's receiver")?)
+            }
+        })
+    }
+
+    /// Drains `count` datagrams of `size` bytes from `fd`; the number that were not what was queued.
+    fn run(self, fd: RawFd, count: usize, size: usize) -> anyhow::Result<usize> {
+        match self {
+            Self::Recvmsg => drain_recvmsg(fd, count, size),
+            Self::Recvmmsg(batch) => drain_recvmmsg(fd, count, size, batch),
+            Self::Uring(mut uring) => uring.drain(fd, count, size),
+            Self::Gateway(mut gateway) => drain_gateway(&mut gateway, count, size),
+        }
+    }
 }
 
 /// Drains `count` datagrams with the gateway's receiver, called in a loop as a worker calls it after each
