@@ -7,9 +7,9 @@
 //!   `recvmsg` per datagram. Target ratio >= 1.3.
 //! - `udp_recv_uring_vs_recvmmsg8_{size}`: the same, against `recvmmsg` in batches of 8. Target ratio >= 1.05.
 //! - `udp_recv_gateway_uring_mpps_{size}`, `udp_recv_gateway_uring_vs_recvmmsg8_{size}`: the same two ratios for
-//!   the gateway's own receiver (`datapath::gateway::uring::UringReceiver`: 128 buffers of 64 KiB for GRO'd
-//!   datagrams, one non-blocking ring entry per call, buffers returned a batch later), called in a loop as a
-//!   worker calls it after each wake-up.
+//!   the gateway's own receiver (`datapath::gateway::uring::UringReceiver`: 128 buffers of 64 KiB so that any
+//!   datagram fits, up to three runs of the multishot request per call, buffers returned a batch later), called
+//!   in a loop as a worker calls it after each wake-up.
 //! - `udp_recv_recvmmsg8_mpps_{size}`, `udp_recv_recvmmsg32_mpps_{size}`: batches of 8 and 32 against `recvmsg`.
 //!
 //! Every receiver must account for every datagram, each with its payload length, a 127.0.0.1 source name and a
