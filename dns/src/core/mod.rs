@@ -58,6 +58,54 @@ enum Timer {
     Housekeeping,
 }
 
+/// Pending timers. Most are UDP attempts, each due `udp_attempt_timeout` after it was sent, so they come due in
+/// the order they were set: those wait in a FIFO (set and fired in O(1)); the rest (TCP attempts, attempts cut
+/// short by their query's deadline, housekeeping) in a heap. Timers are never cancelled: one whose attempt was
+/// answered fires and finds nothing to do, so at 10,000 misses a second some 12,000 are pending, and a heap of
+/// all of them cost a sift of ~14 levels per pop (2% of a worker's time, profiled).
+#[derive(Debug, Default)]
+struct Timers {
+    in_order: VecDeque<(Instant, Timer)>,
+    heap: BinaryHeap<Reverse<(Instant, Timer)>>,
+}
+
+impl Timers {
+    /// A timer that may come due before timers already set.
+    fn push(&mut self, at: Instant, timer: Timer) {
+        self.heap.push(Reverse((at, timer)));
+    }
+
+    /// A timer expected to come due no earlier than every one set this way before it (a heap timer otherwise).
+    fn push_in_order(&mut self, at: Instant, timer: Timer) {
+        if self.in_order.back().is_none_or(|&(last, _)| last <= at) {
+            self.in_order.push_back((at, timer));
+        } else {
+            self.push(at, timer);
+        }
+    }
+
+    fn next_at(&self) -> Option<Instant> {
+        let queued = self.in_order.front().map(|&(at, _)| at);
+        let heaped = self.heap.peek().map(|Reverse((at, _))| *at);
+        match (queued, heaped) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The earliest timer due at `now`, removed.
+    fn pop_due(&mut self, now: Instant) -> Option<Timer> {
+        let queued = self.in_order.front().map(|&(at, _)| at).filter(|&at| at <= now);
+        let heaped = self.heap.peek().map(|Reverse((at, _))| *at).filter(|&at| at <= now);
+        match (queued, heaped) {
+            (Some(a), Some(b)) if b < a => self.heap.pop().map(|Reverse((_, timer))| timer),
+            (Some(_), _) => self.in_order.pop_front().map(|(_, timer)| timer),
+            (None, Some(_)) => self.heap.pop().map(|Reverse((_, timer))| timer),
+            (None, None) => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Via {
     None,
@@ -189,7 +237,7 @@ pub struct Core {
     flight_index: FxMap<Box<[u8]>, FlightRef>,
     udp: Slab<UdpSock>,
     tcp: Slab<TcpConn>,
-    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    timers: Timers,
     outputs: VecDeque<Output>,
     domain_updates: VecDeque<DomainUpdate>,
     in_flight: usize,
@@ -234,7 +282,7 @@ impl Core {
             flight_index: FxMap::with_capacity_and_hasher(1024, FxBuild(rng.next_u64())),
             udp: Slab::new(),
             tcp: Slab::new(),
-            timers: BinaryHeap::new(),
+            timers: Timers::default(),
             outputs: VecDeque::new(),
             domain_updates: VecDeque::new(),
             in_flight: 0,
@@ -248,7 +296,7 @@ impl Core {
             router,
             settings,
         };
-        core.timers.push(Reverse((now + HOUSEKEEPING, Timer::Housekeeping)));
+        core.timers.push(now + HOUSEKEEPING, Timer::Housekeeping);
         core
     }
 
@@ -305,21 +353,17 @@ impl Core {
 
     /// When [`Core::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((at, _))| *at)
+        self.timers.next_at()
     }
 
     /// Runs every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(&Reverse((at, timer))) = self.timers.peek() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
+        while let Some(timer) = self.timers.pop_due(now) {
             match timer {
                 Timer::Attempt(flight, attempt) => self.attempt_timed_out(flight, attempt, now),
                 Timer::Housekeeping => {
                     self.housekeeping(now);
-                    self.timers.push(Reverse((now + HOUSEKEEPING, Timer::Housekeeping)));
+                    self.timers.push(now + HOUSEKEEPING, Timer::Housekeeping);
                 }
             }
         }

@@ -683,3 +683,25 @@ fn prefer_v4_warms_aaaa_alongside_an_a_query() {
     assert_eq!(h.answers.len(), 1, "only the client's own question is answered");
     h.assert_no_leaks();
 }
+
+#[test]
+fn timers_fire_in_time_order_whichever_queue_holds_them() {
+    let start = Instant::now();
+    let at = |ms: u64| start + Duration::from_millis(ms);
+    let attempt = |n: u32| Timer::Attempt(FlightRef { slot: n, generation: 0 }, n);
+    let mut timers = Timers::default();
+    timers.push_in_order(at(100), attempt(1));
+    timers.push_in_order(at(300), attempt(3));
+    // Earlier than the last in-order timer: must still fire in its turn (it goes to the heap).
+    timers.push_in_order(at(200), attempt(2));
+    timers.push(at(50), attempt(0));
+    timers.push(at(400), Timer::Housekeeping);
+    assert_eq!(timers.next_at(), Some(at(50)));
+    assert_eq!(timers.pop_due(at(10)), None, "nothing is due yet");
+    let mut fired = Vec::new();
+    while let Some(timer) = timers.pop_due(at(1_000)) {
+        fired.push(timer);
+    }
+    assert_eq!(fired, vec![attempt(0), attempt(1), attempt(2), attempt(3), Timer::Housekeeping]);
+    assert_eq!(timers.next_at(), None);
+}

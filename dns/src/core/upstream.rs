@@ -27,8 +27,13 @@ impl Core {
             return self.fail(flight, now);
         }
         self.stats.upstream_sent += 1;
-        let wait = if over_tcp { deadline } else { (now + self.settings.udp_attempt_timeout).min(deadline) };
-        self.timers.push(Reverse((wait, Timer::Attempt(flight, attempt))));
+        let timer = Timer::Attempt(flight, attempt);
+        let full_wait = now + self.settings.udp_attempt_timeout;
+        if !over_tcp && full_wait <= deadline {
+            self.timers.push_in_order(full_wait, timer);
+        } else {
+            self.timers.push(deadline, timer);
+        }
     }
 
     pub(super) fn send_udp(
