@@ -1,9 +1,14 @@
 //! One `domain(...)` term compiled: a hash map for full names and suffixes (probed once per label boundary of
 //! the name), Aho-Corasick for keywords, precompiled regular expressions.
+//!
+//! The map hashes with foldhash (randomly seeded per process), not SipHash: every DNS query probes it once per
+//! label, and SipHash was 1.2% of a DNS worker answering cached queries at 50k qps (profiled). Its keys come
+//! from the configuration; a lookup inserts nothing, so names chosen by clients cannot grow collision chains.
 
 use std::collections::HashMap;
 
 use aho_corasick::AhoCorasick;
+use foldhash::fast::RandomState;
 use regex_lite::Regex;
 
 use crate::rules::ir::DomainSet;
@@ -13,14 +18,14 @@ const SUFFIX: u8 = 2;
 
 pub(crate) struct DomainMatcher {
     /// Name -> `FULL` and/or `SUFFIX`.
-    names: HashMap<Box<str>, u8>,
+    names: HashMap<Box<str>, u8, RandomState>,
     keywords: Option<AhoCorasick>,
     regexes: Vec<Regex>,
 }
 
 impl DomainMatcher {
     pub fn new(set: &DomainSet) -> Self {
-        let mut names: HashMap<Box<str>, u8> = HashMap::new();
+        let mut names: HashMap<Box<str>, u8, RandomState> = HashMap::default();
         for full in &set.full {
             *names.entry(full.as_str().into()).or_default() |= FULL;
         }
