@@ -285,31 +285,68 @@ fn parse_pktinfo(header: &libc::msghdr) -> PktInfo {
 pub const CONTROL_LEN: usize = CONTROL_BUF;
 
 /// Destination and interface from a control buffer the kernel wrote (the `msg_control` bytes of one datagram,
-/// e.g. a multishot `RecvMsg` completion's control area). The bytes may sit at any alignment: they are copied
-/// into an aligned buffer first; messages past [`CONTROL_LEN`] bytes are ignored.
+/// e.g. a multishot `RecvMsg` completion's control area), read in place at any alignment; messages past
+/// [`CONTROL_LEN`] bytes are ignored. Each message is Linux's `cmsghdr` (`cmsg_len: usize`, `cmsg_level: i32`,
+/// `cmsg_type: i32`, 16 bytes on 64-bit) followed by its data, the next one at the following 8-byte boundary.
 pub fn pktinfo_from_control(control: &[u8]) -> PktInfo {
-    let mut aligned = [0u64; CONTROL_BUF / 8];
-    let len = control.len().min(CONTROL_BUF);
-    // SAFETY: `aligned` is CONTROL_BUF bytes, `len` is at most that and at most `control.len()`; the regions are
-    // distinct.
-    unsafe { std::ptr::copy_nonoverlapping(control.as_ptr(), aligned.as_mut_ptr().cast::<u8>(), len) };
-    // SAFETY: all-zero is a valid msghdr.
-    let mut header: libc::msghdr = unsafe { zeroed() };
-    header.msg_control = aligned.as_mut_ptr().cast();
-    header.msg_controllen = len;
-    parse_pktinfo(&header)
+    const HDR: usize = size_of::<libc::cmsghdr>();
+    const LEN: usize = size_of::<usize>();
+    let mut info = PktInfo::default();
+    let mut rest = &control[..control.len().min(CONTROL_LEN)];
+    while let Some(header) = rest.get(..HDR) {
+        let len = usize::from_ne_bytes(header[..LEN].try_into().expect("LEN bytes"));
+        let level = i32::from_ne_bytes(header[LEN..LEN + 4].try_into().expect("4 bytes"));
+        let kind = i32::from_ne_bytes(header[LEN + 4..LEN + 8].try_into().expect("4 bytes"));
+        let Some(data) = rest.get(HDR..len.max(HDR)) else { break };
+        match (level, kind) {
+            // in_pktinfo: ipi_ifindex (i32) at 0, ipi_spec_dst at 4, ipi_addr at 8.
+            (libc::IPPROTO_IP, libc::IP_PKTINFO) if data.len() >= 12 => {
+                info.ifindex = u32::from_ne_bytes(data[..4].try_into().expect("4 bytes"));
+                info.dst = Some(IpAddr::V4(Ipv4Addr::new(data[8], data[9], data[10], data[11])));
+            }
+            // in6_pktinfo: ipi6_addr at 0, ipi6_ifindex (u32) at 16.
+            (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) if data.len() >= 20 => {
+                info.ifindex = u32::from_ne_bytes(data[16..20].try_into().expect("4 bytes"));
+                let v6 = Ipv6Addr::from(<[u8; 16]>::try_from(&data[..16]).expect("16 bytes"));
+                info.dst = Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4));
+            }
+            // sockaddr_in / sockaddr_in6: the port, big-endian, at 2.
+            (libc::IPPROTO_IP, libc::IP_ORIGDSTADDR) | (libc::IPPROTO_IPV6, libc::IPV6_ORIGDSTADDR)
+                if data.len() >= 4 =>
+            {
+                info.dst_port = u16::from_be_bytes([data[2], data[3]]);
+            }
+            _ => {}
+        }
+        if len < HDR {
+            break;
+        }
+        rest = rest.get(len.next_multiple_of(LEN)..).unwrap_or(&[]);
+    }
+    info
 }
 
-/// The address in a socket name the kernel wrote (`sockaddr_in` or `sockaddr_in6` bytes, any alignment).
+/// The address in a socket name the kernel wrote (`sockaddr_in` or `sockaddr_in6` bytes, any alignment), read
+/// in place: the family (native-endian u16) at 0 and the port (big-endian) at 2; then the IPv4 address at 4, or
+/// the IPv6 flow info at 4, address at 8 and scope id at 24. A v4-mapped IPv6 address comes back as IPv4.
 pub fn sockaddr_from_bytes(name: &[u8]) -> Option<SocketAddr> {
-    // SAFETY: all-zero is a valid sockaddr_storage.
-    let mut storage: libc::sockaddr_storage = unsafe { zeroed() };
-    let len = name.len().min(size_of::<libc::sockaddr_storage>());
-    // SAFETY: at most size_of::<sockaddr_storage>() bytes are copied into it from a slice at least that long.
-    unsafe {
-        std::ptr::copy_nonoverlapping(name.as_ptr(), (&mut storage as *mut libc::sockaddr_storage).cast::<u8>(), len)
-    };
-    sockaddr_to_std(&storage, len as libc::socklen_t)
+    let family = i32::from(u16::from_ne_bytes(name.get(..2)?.try_into().ok()?));
+    let port = u16::from_be_bytes(name.get(2..4)?.try_into().ok()?);
+    match family {
+        libc::AF_INET if name.len() >= size_of::<libc::sockaddr_in>() => {
+            Some(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(name[4], name[5], name[6], name[7]), port)))
+        }
+        libc::AF_INET6 if name.len() >= size_of::<libc::sockaddr_in6>() => {
+            let flowinfo = u32::from_ne_bytes(name[4..8].try_into().ok()?);
+            let ip = Ipv6Addr::from(<[u8; 16]>::try_from(&name[8..24]).ok()?);
+            let scope = u32::from_ne_bytes(name[24..28].try_into().ok()?);
+            Some(match ip.to_ipv4_mapped() {
+                Some(v4) => SocketAddr::V4(SocketAddrV4::new(v4, port)),
+                None => SocketAddr::V6(SocketAddrV6::new(ip, port, flowinfo, scope)),
+            })
+        }
+        _ => None,
+    }
 }
 
 fn sockaddr_to_std(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
@@ -559,4 +596,71 @@ pub fn eventfd_read(fd: RawFd) {
     let mut value: u64 = 0;
     // SAFETY: reads 8 bytes into `value`, as eventfd requires; EAGAIN (nothing pending) is fine.
     let _ = unsafe { libc::read(fd, (&mut value as *mut u64).cast(), size_of::<u64>()) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One control message as the kernel lays it out: `cmsghdr`, data, padding to 8 bytes.
+    fn cmsg(level: i32, kind: i32, data: &[u8]) -> Vec<u8> {
+        let len = size_of::<libc::cmsghdr>() + data.len();
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&len.to_ne_bytes());
+        bytes.extend_from_slice(&level.to_ne_bytes());
+        bytes.extend_from_slice(&kind.to_ne_bytes());
+        bytes.extend_from_slice(data);
+        bytes.resize(len.next_multiple_of(8), 0);
+        bytes
+    }
+
+    #[test]
+    fn control_messages_are_read_at_any_alignment() {
+        let mut pktinfo = 7i32.to_ne_bytes().to_vec();
+        pktinfo.extend_from_slice(&[0; 4]);
+        pktinfo.extend_from_slice(&[10, 0, 0, 1]);
+        let mut origdst = (libc::AF_INET as u16).to_ne_bytes().to_vec();
+        origdst.extend_from_slice(&5353u16.to_be_bytes());
+        origdst.extend_from_slice(&[10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let mut control = cmsg(libc::IPPROTO_IP, libc::IP_PKTINFO, &pktinfo);
+        control.extend(cmsg(libc::IPPROTO_IP, libc::IP_ORIGDSTADDR, &origdst));
+        for shift in 0..8 {
+            let mut shifted = vec![0xee; shift];
+            shifted.extend_from_slice(&control);
+            let info = pktinfo_from_control(&shifted[shift..]);
+            assert_eq!(info.dst, Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))), "shift {shift}");
+            assert_eq!((info.ifindex, info.dst_port), (7, 5353), "shift {shift}");
+        }
+    }
+
+    #[test]
+    fn malformed_control_messages_end_the_walk_without_panicking() {
+        // A length shorter than the header, one past the buffer, a truncated header, and noise.
+        let mut short = cmsg(libc::IPPROTO_IP, libc::IP_PKTINFO, &[0; 12]);
+        short[..8].copy_from_slice(&3usize.to_ne_bytes());
+        let mut long = cmsg(libc::IPPROTO_IP, libc::IP_PKTINFO, &[0; 12]);
+        long[..8].copy_from_slice(&4096usize.to_ne_bytes());
+        for control in [short, long, vec![1, 2, 3], (0..=255u8).cycle().take(300).collect()] {
+            let _ = pktinfo_from_control(&control);
+        }
+    }
+
+    #[test]
+    fn socket_names_round_trip_through_bytes() {
+        for addr in ["192.0.2.7:53", "[2001:db8::5]:853", "[fe80::1%3]:5353"] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            let (storage, len) = std_to_sockaddr(addr, addr.is_ipv6());
+            // SAFETY: `storage` is a live sockaddr_storage and `len` is at most its size.
+            let bytes =
+                unsafe { std::slice::from_raw_parts((&storage as *const libc::sockaddr_storage).cast(), len as usize) };
+            assert_eq!(sockaddr_from_bytes(bytes), Some(addr));
+            assert_eq!(sockaddr_from_bytes(&bytes[..bytes.len() - 1]), None, "a short name is refused");
+        }
+        // A v4-mapped IPv6 name (a dual-stack socket's) comes back as IPv4.
+        let (storage, len) = std_to_sockaddr("198.51.100.1:443".parse().unwrap(), true);
+        // SAFETY: as above.
+        let bytes =
+            unsafe { std::slice::from_raw_parts((&storage as *const libc::sockaddr_storage).cast(), len as usize) };
+        assert_eq!(sockaddr_from_bytes(bytes), Some("198.51.100.1:443".parse().unwrap()));
+    }
 }
