@@ -236,48 +236,16 @@ impl RecvBatch {
             let header = &self.headers[i].msg_hdr;
             let truncated = header.msg_flags & libc::MSG_TRUNC != 0;
             let from = sockaddr_to_std(&self.names[i], header.msg_namelen);
-            let info = parse_pktinfo(header);
+            let written = header.msg_controllen.min(CONTROL_BUF);
+            // SAFETY: the control buffer is CONTROL_BUF bytes of initialised u64s, viewed as bytes (no alignment
+            // or validity requirement), and `written` is at most that.
+            let control = unsafe { std::slice::from_raw_parts(self.controls[i].as_ptr().cast::<u8>(), written) };
+            let info = pktinfo_from_control(control);
             let len = if truncated { 0 } else { self.headers[i].msg_len as usize };
             self.received.push(Received { len, from, info });
         }
         Ok(n as usize)
     }
-}
-
-fn parse_pktinfo(header: &libc::msghdr) -> PktInfo {
-    let mut info = PktInfo::default();
-    // SAFETY: the CMSG macros walk the control buffer the kernel filled, bounded by msg_controllen; each
-    // payload is read unaligned as the struct its level/type announce.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(header);
-        while !cmsg.is_null() {
-            let data = libc::CMSG_DATA(cmsg);
-            match ((*cmsg).cmsg_level, (*cmsg).cmsg_type) {
-                (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
-                    let pktinfo: libc::in_pktinfo = std::ptr::read_unaligned(data.cast());
-                    info.ifindex = pktinfo.ipi_ifindex as u32;
-                    info.dst = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(pktinfo.ipi_addr.s_addr))));
-                }
-                (libc::IPPROTO_IP, libc::IP_ORIGDSTADDR) => {
-                    let sin: libc::sockaddr_in = std::ptr::read_unaligned(data.cast());
-                    info.dst_port = u16::from_be(sin.sin_port);
-                }
-                (libc::IPPROTO_IPV6, libc::IPV6_ORIGDSTADDR) => {
-                    let sin6: libc::sockaddr_in6 = std::ptr::read_unaligned(data.cast());
-                    info.dst_port = u16::from_be(sin6.sin6_port);
-                }
-                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
-                    let pktinfo: libc::in6_pktinfo = std::ptr::read_unaligned(data.cast());
-                    info.ifindex = pktinfo.ipi6_ifindex;
-                    let v6 = Ipv6Addr::from(pktinfo.ipi6_addr.s6_addr);
-                    info.dst = Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4));
-                }
-                _ => {}
-            }
-            cmsg = libc::CMSG_NXTHDR(header, cmsg);
-        }
-    }
-    info
 }
 
 /// Control buffer bytes one datagram's messages need: IPV6_PKTINFO (40) and IPV6_ORIGDSTADDR (48), or their IPv4
