@@ -86,11 +86,7 @@ impl Timers {
 
     fn next_at(&self) -> Option<Instant> {
         let queued = self.in_order.front().map(|&(at, _)| at);
-        let heaped = self.heap.peek().map(|Reverse((at, _))| *at);
-        match (queued, heaped) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        queued.into_iter().chain(self.heap.peek().map(|Reverse((at, _))| *at)).min()
     }
 
     /// The earliest timer due at `now`, removed.
