@@ -58,6 +58,8 @@ pub const MAP_CLOCK_PROBE: &str = "CLOCK_PROBE";
 
 /// The `u64` global with the flow-hash seed, set by the loader (`EbpfLoader::override_global`).
 pub const GLOBAL_FLOW_HASH_SEED: &str = "FLOW_HASH_SEED";
+/// The `u32` global that turns XDP's parse summary on (1) or off (0), set by the loader.
+pub const GLOBAL_XDP_META: &str = "XDP_META";
 /// The `u32` global with the flow table's bucket count (a power of two), set by the loader.
 pub const GLOBAL_FLOW_BUCKETS: &str = "FLOW_BUCKETS";
 

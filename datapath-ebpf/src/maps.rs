@@ -118,6 +118,19 @@ static FLOW_HASH_SEED: u64 = 0;
 #[unsafe(no_mangle)]
 static FLOW_BUCKETS: u32 = 1;
 
+/// 1: XDP leaves its parse summary in the packet's metadata (`bpf_xdp_adjust_meta`); 0 where the kernel refuses
+/// that helper to XDP programs. Set by the loader; a read-only global, so the verifier drops the branch not taken
+/// and never sees the helper call when it is 0.
+#[unsafe(no_mangle)]
+static XDP_META: u32 = 1;
+
+/// Whether XDP writes its parse summary. Read volatile: the loader rewrites it after compilation.
+#[inline(always)]
+pub fn xdp_meta() -> bool {
+    // SAFETY: reading our own static.
+    unsafe { core::ptr::read_volatile(&XDP_META) != 0 }
+}
+
 /// The flow-hash seed. Read volatile: the loader rewrites it after compilation.
 #[inline(always)]
 pub fn flow_hash_seed() -> u64 {

@@ -15,9 +15,13 @@ use crate::parse::{Headers, MAX_L4_OFFSET};
 
 const META_LEN: usize = size_of::<XdpMeta>();
 
-/// Writes the summary of `h` in front of the frame. Returns false when the driver has no metadata room.
+/// Writes the summary of `h` in front of the frame. Returns false when the driver has no metadata room, or the
+/// loader turned the summary off (the kernel refused `bpf_xdp_adjust_meta`).
 #[inline(always)]
 pub fn write(ctx: *mut xdp_md, h: &Headers, ifindex: u32) -> bool {
+    if !crate::maps::xdp_meta() {
+        return false;
+    }
     // SAFETY: ctx is the program's context; a negative delta grows the metadata area.
     if unsafe { bpf_xdp_adjust_meta(ctx.cast(), -(META_LEN as i32)) } != 0 {
         return false;

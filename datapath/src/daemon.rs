@@ -112,6 +112,11 @@ fn raise_open_files_limit() {
     }
 }
 
+/// Logged (at warn) where the kernel refuses `bpf_xdp_adjust_meta` to XDP programs and the object was loaded
+/// with XDP's parse summary off.
+pub const XDP_META_OFF: &str =
+    "XDP parse summary off: this kernel refuses bpf_xdp_adjust_meta to XDP programs; tc parses every packet itself";
+
 /// Runs the daemon until SIGINT/SIGTERM, routing with `validated` (the loaded and lowered configuration).
 pub async fn run(validated: Validated, opts: RunOptions) -> anyhow::Result<()> {
     raise_open_files_limit();
@@ -119,6 +124,9 @@ pub async fn run(validated: Validated, opts: RunOptions) -> anyhow::Result<()> {
     let selection = Selection::from_global(&validated.config.global);
     let compiled = compile_config(&validated)?;
     let mut loaded = object::load(opts.flow_table_entries)?;
+    if !loaded.xdp_meta {
+        warn!("{XDP_META_OFF}");
+    }
     let mut maps = Maps::take(&mut loaded.ebpf, Some(instance.pin_dir()))?;
     maps.set_gate(Admission::default())?;
     let router = Arc::new(Mutex::new(Router::new(RouteMaps::take(&mut loaded.ebpf)?)));

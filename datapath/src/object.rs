@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use aya::{Ebpf, EbpfError, EbpfLoader, programs::ProgramError};
 use datapath_abi::{
     flow::buckets_for,
-    names::{GLOBAL_FLOW_BUCKETS, GLOBAL_FLOW_HASH_SEED, MAP_FLOWS, PROGRAMS},
+    names::{GLOBAL_FLOW_BUCKETS, GLOBAL_FLOW_HASH_SEED, GLOBAL_XDP_META, MAP_FLOWS, PROGRAMS},
 };
 
 /// The eBPF object `build.rs` built and checked (fresh, with BTF).
@@ -39,17 +39,36 @@ pub struct Loaded {
     pub program_ids: HashMap<&'static str, u32>,
     /// The flow-hash seed the programs were loaded with.
     pub flow_hash_seed: u64,
+    /// Whether XDP leaves its parse summary for tc in the packet's metadata. Off where the kernel refuses
+    /// `bpf_xdp_adjust_meta` to XDP programs (seen on a sandboxed 6.18 kernel): tc then parses every packet itself.
+    pub xdp_meta: bool,
 }
 
 /// Creates the maps (a flow table of at least `flow_table_entries` slots) and loads every program with a fresh
-/// random flow-hash seed.
+/// random flow-hash seed. Where the kernel refuses XDP's metadata helper, the whole object is loaded again with
+/// the parse summary off ([`Loaded::xdp_meta`]).
 pub fn load(flow_table_entries: u32) -> Result<Loaded, LoadError> {
+    match load_with(flow_table_entries, true) {
+        Err(LoadError::Program { source, .. }) if refuses_adjust_meta(&source) => load_with(flow_table_entries, false),
+        loaded => loaded,
+    }
+}
+
+/// Whether the verifier refused a program for its `bpf_xdp_adjust_meta` call.
+fn refuses_adjust_meta(error: &ProgramError) -> bool {
+    matches!(error, ProgramError::LoadError { verifier_log, .. }
+        if verifier_log.to_string().contains("cannot use helper bpf_xdp_adjust_meta"))
+}
+
+fn load_with(flow_table_entries: u32, xdp_meta: bool) -> Result<Loaded, LoadError> {
     let buckets = buckets_for(flow_table_entries);
     let seed = random_seed();
+    let meta = u32::from(xdp_meta);
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(MAP_FLOWS, buckets)
         .override_global(GLOBAL_FLOW_HASH_SEED, &seed, true)
         .override_global(GLOBAL_FLOW_BUCKETS, &buckets, true)
+        .override_global(GLOBAL_XDP_META, &meta, true)
         .load(EBPF_OBJECT)?;
     let mut program_ids = HashMap::new();
     for name in PROGRAMS {
@@ -65,7 +84,7 @@ pub fn load(flow_table_entries: u32) -> Result<Loaded, LoadError> {
         let id = program.info().map_err(|source| LoadError::Program { program: name, source })?.id();
         program_ids.insert(name, id);
     }
-    Ok(Loaded { ebpf, program_ids, flow_hash_seed: seed })
+    Ok(Loaded { ebpf, program_ids, flow_hash_seed: seed, xdp_meta })
 }
 
 fn random_seed() -> u64 {
