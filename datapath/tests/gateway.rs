@@ -729,6 +729,81 @@ fn a_burst_of_udp_datagrams_leaves_in_gso_sends_intact_and_in_order() {
     assert!(stats["udp_gso_sends"].as_u64().unwrap() >= 1, "runs left in GSO sends: {stats}");
 }
 
+/// A client sends [`REPLY_BURST`] datagrams (the reply burst's) through the gateway in GSO sends of [`REPLY_RUN`]
+/// (`dae run --udp-gro GRO`). The client's veth segments each run (its peer runs XDP, so it offers no GSO); the
+/// gateway's LAN veth merges the train again (GRO with `rx-udp-gro-forwarding`, turned on here as an operator
+/// would: forwarded UDP is merged only then) before tc steers it to a worker's socket. Asserts the server got
+/// every datagram intact and in order; returns the daemon's stats.
+fn client_gso_burst_through_gateway(gro: &str, port: u16) -> serde_json::Value {
+    let topo = Topology::client_gateway_server().unwrap();
+    let lan = topo.lan();
+    let to = SocketAddr::new(IpAddr::from(topo.server_v4), port);
+    let socket = topo.server.run_in(move || UdpSocket::bind(to)).unwrap().unwrap();
+    dns::service::sys::size_receive_buffer(std::os::fd::AsRawFd::as_raw_fd(&socket), 8 << 20);
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));
+    let sink = std::sync::Arc::clone(&received);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, _)) = socket.recv_from(&mut buf) {
+            sink.lock().unwrap().push(buf[..n].to_vec());
+        }
+    });
+    let config = format!(
+        "global {{\n  lan_interface: {}\n  wan_interface: {}\n}}\nnode {{\n  gw: 'direct'\n}}\n\
+         group {{\n  proxy {{\n    policy: fixed(0)\n  }}\n}}\nrouting {{\n  dport({port}) -> proxy\n  fallback: direct\n}}\n",
+        lan.gateway_if, topo.wan_if
+    );
+    let daemon = Daemon::start(&dae(), &topo.gateway, &config, &["--udp-gro", gro]).unwrap();
+    let gro_on =
+        topo.gateway.output("ethtool", &["-K", &lan.gateway_if, "gro", "on", "rx-udp-gro-forwarding", "on"]).unwrap();
+    assert!(gro_on.status.success(), "ethtool -K {} rx-udp-gro-forwarding on: {gro_on:?}", lan.gateway_if);
+    lan.client
+        .run_in(move || {
+            let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
+            let all: Vec<Vec<u8>> = (0..REPLY_BURST).map(reply_datagram).collect();
+            for run in all.chunks(REPLY_RUN) {
+                datapath::gateway::gso::send_gso(fd, to, 1000, &run.concat()).unwrap();
+                // One run at a time: the steering socket's buffer is not what this test is about.
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while received.lock().unwrap().len() < REPLY_BURST && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let got = received.lock().unwrap().clone();
+    let stats = stats_when(&daemon, "udp_forwarded", REPLY_BURST as u64);
+    assert_eq!(got.len(), REPLY_BURST, "every datagram arrived once: {stats}");
+    for (i, payload) in got.iter().enumerate() {
+        assert_eq!(payload, &reply_datagram(i), "datagram {i} intact and in order");
+    }
+    assert_eq!(stats["udp_forwarded"], REPLY_BURST as u64, "{stats}");
+    assert!(stats["udp_gso_sends"].as_u64().unwrap() >= 1, "runs left in GSO sends: {stats}");
+    stats
+}
+
+#[test]
+fn a_clients_gso_runs_are_read_merged_and_reach_the_server_intact_and_in_order() {
+    if skip_unless_root("a_clients_gso_runs_are_read_merged_and_reach_the_server_intact_and_in_order") {
+        return;
+    }
+    let stats = client_gso_burst_through_gateway("on", 5563);
+    // 301 datagrams in 7 GSO sends: each is one merged receive (or a few, if the kernel split one).
+    let merged = stats["udp_steer_gro_receives"].as_u64().unwrap();
+    assert!(merged >= 1, "the client's runs came merged: {stats}");
+}
+
+#[test]
+fn with_udp_gro_off_a_clients_gso_runs_are_read_as_single_datagrams_intact_and_in_order() {
+    if skip_unless_root("with_udp_gro_off_a_clients_gso_runs_are_read_as_single_datagrams_intact_and_in_order") {
+        return;
+    }
+    let stats = client_gso_burst_through_gateway("off", 5564);
+    assert_eq!(stats["udp_steer_gro_receives"], 0, "{stats}");
+}
+
 /// Datagrams of the reply burst: runs of [`REPLY_RUN`] same-size datagrams and a short last one.
 const REPLY_BURST: usize = 301;
 /// Datagrams the server sends in one GSO send (the kernel's limit is 64).

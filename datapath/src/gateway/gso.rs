@@ -12,11 +12,8 @@
 
 use std::{io, net::SocketAddr, os::fd::RawFd};
 
-use dns::service::sys::{self, UDP_SEGMENT};
+use dns::service::sys::{self, UDP_GRO, UDP_SEGMENT};
 
-/// `UDP_GRO` (linux/udp.h): the socket option asking for merged receives, and the control message type giving
-/// their segment size.
-const UDP_GRO: libc::c_int = 104;
 /// Control buffer of a GRO receive: one `UDP_GRO` cmsg with an int (`CMSG_SPACE(4)` = 24 bytes), with room to
 /// spare.
 const GRO_CONTROL_WORDS: usize = 8;

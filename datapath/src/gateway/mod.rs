@@ -106,7 +106,7 @@ impl Gateway {
                     .set(steer_slot(w, ipv6, false), &listener, 0)
                     .map_err(|source| GatewayError::Op { name: MAP_STEER_SOCKS, source })?;
                 core.listeners.push(listener);
-                let socket = udp::steering_socket(ipv6)?;
+                let socket = udp::steering_socket(ipv6, relay.udp_gro == udp::UdpGro::On)?;
                 socks
                     .set(steer_slot(w, ipv6, true), &socket, 0)
                     .map_err(|source| GatewayError::Op { name: MAP_STEER_SOCKS, source })?;
@@ -155,6 +155,7 @@ impl Gateway {
             ("udp_dropped", udp.dropped.load(Relaxed)),
             ("udp_gso_sends", udp.gso_sends.load(Relaxed)),
             ("udp_gro_receives", udp.gro_receives.load(Relaxed)),
+            ("udp_steer_gro_receives", udp.steer_gro_receives.load(Relaxed)),
             ("udp_reply_reads", udp.reply_reads.load(Relaxed)),
             ("udp_associations_failed", udp.associations_failed.load(Relaxed)),
             ("udp_recv_ring_empty", udp.recv_ring_empty.load(Relaxed)),

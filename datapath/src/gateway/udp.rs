@@ -102,6 +102,9 @@ pub struct UdpCounters {
     pub reply_reads: AtomicU64,
     /// Session receives that the kernel's GRO merged (each carried several datagrams of one remote).
     pub gro_receives: AtomicU64,
+    /// Steering socket receives that carried a merged run of one client's datagrams (GRO, or a GSO send that
+    /// reached the gateway unsegmented), split back into datagrams here.
+    pub steer_gro_receives: AtomicU64,
     /// Times an io_uring receiver's buffer ring ran dry (its multishot request ended and was re-armed; datagrams
     /// waited in the socket meanwhile, none was lost).
     pub recv_ring_empty: AtomicU64,
@@ -270,7 +273,11 @@ fn ms_since(epoch: Instant) -> u64 {
 
 /// A UDP socket for the steering sockmap: bound to an ephemeral port (`bpf_sk_assign` does not care), asking for
 /// each datagram's original destination and ingress interface.
-pub fn steering_socket(ipv6: bool) -> io::Result<UdpSocket> {
+/// The transparent UDP socket steered datagrams of one family reach on one core. With `gro`, it asks for merged
+/// receives (`UDP_GRO`): a run of one client's same-size datagrams that arrives as one (a GSO send that crossed a
+/// veth unsegmented, or a device's GRO with `rx-udp-gro-forwarding`) is read at once and leaves again in one GSO
+/// send, instead of being split into single datagrams before the socket.
+pub fn steering_socket(ipv6: bool, gro: bool) -> io::Result<UdpSocket> {
     let socket = Socket::new(if ipv6 { Domain::IPV6 } else { Domain::IPV4 }, Type::DGRAM, None)?;
     let fd = socket.as_raw_fd();
     if ipv6 {
@@ -282,6 +289,9 @@ pub fn steering_socket(ipv6: bool) -> io::Result<UdpSocket> {
         sys::set_int_opt(fd, libc::SOL_IP, libc::IP_RECVORIGDSTADDR, 1)?;
     }
     sys::enable_pktinfo(fd, ipv6)?;
+    if gro && let Err(e) = gso::enable_gro(fd) {
+        debug!(error = %e, "UDP_GRO refused on the steering socket: datagrams arrive one by one");
+    }
     sys::size_receive_buffer(fd, 4 << 20);
     let any = if ipv6 { IpAddr::V6(Ipv6Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
     socket.bind(&SocketAddr::new(any, 0).into())?;
@@ -302,8 +312,8 @@ pub enum UdpRecv {
 /// Whether session sockets ask for merged receives (`dae run --udp-gro`, or `DAE_UDP_GRO`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum UdpGro {
-    /// `UDP_GRO` on every session socket: where the receiving device merges a remote's datagrams (GRO), they
-    /// come in one read and go back to the client in one GSO send.
+    /// `UDP_GRO` on every session socket and on the steering sockets: where datagrams of one remote (or one
+    /// client) arrive merged, they come in one read and leave in one GSO send.
     #[default]
     On,
     /// One read per datagram.
@@ -479,18 +489,33 @@ fn receive_steered(
             continue;
         }
         let dst = SocketAddr::new(ip, got.info.dst_port);
+        // A merged receive is a run of one flow's datagrams of `segment` bytes, the last possibly shorter.
+        let segment = match usize::from(got.info.gro_segment) {
+            0 => got.len,
+            segment => segment.min(got.len),
+        };
+        if segment < got.len {
+            relay.counters.steer_gro_receives.fetch_add(1, Ordering::Relaxed);
+        }
+        let datagrams = (0..got.len).step_by(segment).map(|at| (at, segment.min(got.len - at)));
         // Port 53 steered without a group decision is DNS (an untagged flow included).
         match (dns, dst.port() == DNS_PORT) {
             (Some(intercept), true) => match relay.tag(client, dst) {
-                (_, true) => relayed.push((client, dst, i)),
+                (_, true) => relayed.extend(datagrams.map(|(at, len)| (client, dst, i, at, len))),
                 (tag, false) => {
-                    intercept.submit_udp(client, ip, got.info.ifindex, tag.as_ref(), batch.payload(i), links);
+                    for (at, len) in datagrams {
+                        let query = &batch.payload(i)[at..at + len];
+                        intercept.submit_udp(client, ip, got.info.ifindex, tag.as_ref(), query, links);
+                    }
                 }
             },
-            _ => relayed.push((client, dst, i)),
+            _ => relayed.extend(datagrams.map(|(at, len)| (client, dst, i, at, len))),
         }
     }
-    relay.forward_batch(relayed.iter().map(|&(client, dst, i)| (client, dst, batch.payload(i))), links);
+    relay.forward_batch(
+        relayed.iter().map(|&(client, dst, i, at, len)| (client, dst, &batch.payload(i)[at..at + len])),
+        links,
+    );
 }
 
 impl UdpRelay {

@@ -133,6 +133,9 @@ pub struct PktInfo {
     /// The destination port, when the socket asked for the original destination (IP_RECVORIGDSTADDR); 0
     /// otherwise.
     pub dst_port: u16,
+    /// On a socket that asked for merged receives (`UDP_GRO`): the size of each datagram of a merged run (the
+    /// last may be shorter); 0 for a single datagram.
+    pub gro_segment: u16,
 }
 
 /// One received datagram of a batch.
@@ -248,8 +251,12 @@ impl RecvBatch {
     }
 }
 
-/// Control buffer bytes one datagram's messages need: IPV6_PKTINFO (40) and IPV6_ORIGDSTADDR (48), or their IPv4
-/// forms, with room to spare.
+/// `UDP_GRO` (linux/udp.h): the socket option asking for merged receives, and the control message type giving
+/// their segment size.
+pub const UDP_GRO: libc::c_int = 104;
+
+/// Control buffer bytes one datagram's messages need: IPV6_PKTINFO (40), IPV6_ORIGDSTADDR (48) and `UDP_GRO`
+/// (24), or their IPv4 forms, with room to spare.
 pub const CONTROL_LEN: usize = CONTROL_BUF;
 
 /// Destination and interface from a control buffer the kernel wrote (the `msg_control` bytes of one datagram,
@@ -283,6 +290,11 @@ pub fn pktinfo_from_control(control: &[u8]) -> PktInfo {
                 if data.len() >= 4 =>
             {
                 info.dst_port = u16::from_be_bytes([data[2], data[3]]);
+            }
+            // An int: the segment size of a merged receive.
+            (libc::SOL_UDP, UDP_GRO) if data.len() >= 4 => {
+                let size = i32::from_ne_bytes(data[..4].try_into().expect("4 bytes"));
+                info.gro_segment = u16::try_from(size).unwrap_or(0);
             }
             _ => {}
         }
@@ -576,13 +588,15 @@ mod tests {
         origdst.extend_from_slice(&[10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
         let mut control = cmsg(libc::IPPROTO_IP, libc::IP_PKTINFO, &pktinfo);
         control.extend(cmsg(libc::IPPROTO_IP, libc::IP_ORIGDSTADDR, &origdst));
+        control.extend(cmsg(libc::SOL_UDP, UDP_GRO, &1200i32.to_ne_bytes()));
         for shift in 0..8 {
             let mut shifted = vec![0xee; shift];
             shifted.extend_from_slice(&control);
             let info = pktinfo_from_control(&shifted[shift..]);
             assert_eq!(info.dst, Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))), "shift {shift}");
-            assert_eq!((info.ifindex, info.dst_port), (7, 5353), "shift {shift}");
+            assert_eq!((info.ifindex, info.dst_port, info.gro_segment), (7, 5353, 1200), "shift {shift}");
         }
+        assert_eq!(pktinfo_from_control(&control[..control.len() - 24]).gro_segment, 0, "a single datagram");
     }
 
     #[test]
