@@ -11,6 +11,11 @@
 //!   datagram fits, up to three runs of the multishot request per call, buffers returned a batch later), called
 //!   in a loop as a worker calls it after each wake-up.
 //! - `udp_recv_recvmmsg8_mpps_{size}`, `udp_recv_recvmmsg32_mpps_{size}`: batches of 8 and 32 against `recvmsg`.
+//! - `udp_recv_gateway_gro_mpps_{size}`, `udp_recv_gateway_gro_vs_recvmmsg8_{size}`: traffic of a GSO sender
+//!   (runs of [`GSO_RUN`] same-size datagrams per send, as QUIC stacks send) queued the same way. The gateway's
+//!   receiver on a socket that asks for merged receives (`UDP_GRO`, as its steering sockets do) gets each run as
+//!   one receive and splits it; the `recvmsg` and `recvmmsg(8)` loops, on sockets that do not ask, get the
+//!   datagrams the kernel split the runs into before queueing them (outside the timed drain).
 //!
 //! Every receiver must account for every datagram, each with its payload length, a 127.0.0.1 source name and a
 //! pktinfo control message naming 127.0.0.1, or the run fails: a broken receiver cannot look fast.
@@ -54,6 +59,8 @@ const RING_BUFS: u16 = 256;
 /// `io_uring_recvmsg_out` header, then name, control and payload in each provided buffer.
 const URING_BUF_LEN: usize = 16 + NAME_LEN + CONTROL_LEN + PAYLOAD_MAX;
 const BUF_GROUP: u16 = 0;
+/// Datagrams per send of the GSO sender (`UDP_SEGMENT`).
+const GSO_RUN: usize = 16;
 /// A drain that makes no progress for this long has lost datagrams: fail instead of hanging.
 const STALL: Duration = Duration::from_secs(1);
 pub(crate) const LOOPBACK: [u8; 4] = [127, 0, 0, 1];
@@ -104,6 +111,24 @@ fn bench_size(size: usize, count: usize) -> anyhow::Result<Vec<Figure>> {
         }
     }
     let [recvmsg, mmsg8, mmsg32, uring, gateway] = mpps.map(|mut s| median(&mut s));
+    // The same receivers' baselines and the gateway's receiver with UDP_GRO, on a GSO sender's traffic.
+    const MERGED: [Receiver; 3] = [Receiver::Recvmsg, Receiver::Recvmmsg(8), Receiver::Gateway];
+    let mut merged: [Vec<f64>; MERGED.len()] = Default::default();
+    for _ in 0..ROUNDS {
+        for (receiver, samples) in MERGED.iter().zip(&mut merged) {
+            let gro = *receiver == Receiver::Gateway;
+            let rx = queued_gso_socket(size, count, gro)?;
+            let drain = Drain::ready(*receiver, rx.as_raw_fd())?;
+            let start = Instant::now();
+            let bad = drain
+                .run(rx.as_raw_fd(), count, size)
+                .with_context(|| format!("{receiver:?} draining {count} x {size} B sent in GSO runs of {GSO_RUN}"))?;
+            let secs = start.elapsed().as_secs_f64();
+            ensure!(bad == 0, "{receiver:?}: {bad} of {count} GSO-sent datagrams without pktinfo, name or payload");
+            samples.push(count as f64 / secs / 1e6);
+        }
+    }
+    let [gso_recvmsg, gso_mmsg8, gro_gateway] = merged.map(|mut s| median(&mut s));
     let figure = |name: &str, value: f64, baseline: f64| Figure {
         name: format!("udp_recv_{name}_{size}"),
         value,
@@ -118,6 +143,8 @@ fn bench_size(size: usize, count: usize) -> anyhow::Result<Vec<Figure>> {
         figure("gateway_uring_vs_recvmmsg8", gateway, mmsg8),
         figure("recvmmsg8_mpps", mmsg8, recvmsg),
         figure("recvmmsg32_mpps", mmsg32, recvmsg),
+        figure("gateway_gro_mpps", gro_gateway, gso_recvmsg),
+        figure("gateway_gro_vs_recvmmsg8", gro_gateway, gso_mmsg8),
     ])
 }
 
@@ -172,9 +199,16 @@ fn drain_gateway(
         for received in &receiver.received[..n] {
             let from_loopback = received.from.is_some_and(|from| from.ip() == std::net::Ipv4Addr::from(LOOPBACK));
             let to_loopback = received.info.dst == Some(std::net::Ipv4Addr::from(LOOPBACK).into());
-            bad += usize::from(!(received.len == size && from_loopback && to_loopback));
+            // A merged receive (UDP_GRO) holds a run of `size`-byte datagrams; it is split as the worker splits it.
+            let segment = match usize::from(received.info.gro_segment) {
+                0 => received.len,
+                segment => segment,
+            };
+            let datagrams = received.len.div_ceil(segment.max(1)).max(1);
+            let whole = segment == size && received.len == datagrams * size;
+            bad += if whole && from_loopback && to_loopback { 0 } else { datagrams };
+            got += datagrams;
         }
-        got += n;
     }
     Ok(bad)
 }
@@ -201,19 +235,51 @@ fn set_int_opt(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_
     if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
-/// A receiver socket holding `count` datagrams of `size` bytes from a 127.0.0.1 sender, none dropped.
-pub(crate) fn queued_socket(size: usize, count: usize) -> anyhow::Result<UdpSocket> {
+/// A receiver socket for the drains: forced buffer, pktinfo and original destination on.
+fn receiving_socket() -> anyhow::Result<UdpSocket> {
     let rx = UdpSocket::bind("127.0.0.1:0")?;
     let fd = rx.as_raw_fd();
     set_int_opt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RCVBUF_BYTES).context("SO_RCVBUFFORCE (needs root)")?;
     set_int_opt(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, 1).context("IP_PKTINFO")?;
     set_int_opt(fd, libc::IPPROTO_IP, libc::IP_RECVORIGDSTADDR, 1).context("IP_RECVORIGDSTADDR")?;
+    Ok(rx)
+}
+
+/// A receiver socket holding `count` datagrams of `size` bytes from a 127.0.0.1 sender, none dropped.
+pub(crate) fn queued_socket(size: usize, count: usize) -> anyhow::Result<UdpSocket> {
+    let rx = receiving_socket()?;
     let tx = UdpSocket::bind("127.0.0.1:0")?;
     tx.connect(rx.local_addr()?)?;
     let payload = vec![0xa5; size];
     for _ in 0..count {
         ensure!(tx.send(&payload)? == size, "short send");
     }
+    no_drops(&rx, size, count)?;
+    Ok(rx)
+}
+
+/// The same holding `count` datagrams of `size` bytes sent in GSO runs of [`GSO_RUN`]; with `gro` the socket asks
+/// for merged receives (each run stays one), without it the kernel splits the runs before queueing.
+fn queued_gso_socket(size: usize, count: usize, gro: bool) -> anyhow::Result<UdpSocket> {
+    let rx = receiving_socket()?;
+    if gro {
+        datapath::gateway::gso::enable_gro(rx.as_raw_fd()).context("UDP_GRO")?;
+    }
+    let tx = UdpSocket::bind("127.0.0.1:0")?;
+    let to = rx.local_addr()?;
+    let run = vec![0xa5; size * GSO_RUN];
+    for sent in (0..count).step_by(GSO_RUN) {
+        let datagrams = GSO_RUN.min(count - sent);
+        datapath::gateway::gso::send_gso(tx.as_raw_fd(), to, size as u16, &run[..datagrams * size])
+            .context("a GSO send")?;
+    }
+    no_drops(&rx, size, count)?;
+    Ok(rx)
+}
+
+/// Fails if the kernel dropped any of the datagrams queued on `rx`.
+fn no_drops(rx: &UdpSocket, size: usize, count: usize) -> anyhow::Result<()> {
+    let fd = rx.as_raw_fd();
     let mut meminfo = [0u32; libc::SK_MEMINFO_DROPS as usize + 1];
     let mut len = mem::size_of_val(&meminfo) as libc::socklen_t;
     // SAFETY: `meminfo` and `len` are live and `len` is the buffer's size.
@@ -221,7 +287,7 @@ pub(crate) fn queued_socket(size: usize, count: usize) -> anyhow::Result<UdpSock
     ensure!(rc == 0, "SO_MEMINFO: {}", io::Error::last_os_error());
     let drops = meminfo[libc::SK_MEMINFO_DROPS as usize];
     ensure!(drops == 0, "{drops} of {count} x {size} B datagrams dropped while queueing: lower the count in CASES");
-    Ok(rx)
+    Ok(())
 }
 
 /// The destination address in an `IP_PKTINFO` control message of `control`, if there is one.
