@@ -673,18 +673,10 @@ fn a_sniffed_quic_name_routes_the_udp_flow() {
     assert_eq!(stats["udp_quic_rerouted"], 1, "{stats}");
 }
 
-#[test]
-fn a_burst_of_udp_datagrams_leaves_in_gso_sends_intact_and_in_order() {
-    let test = "a_burst_of_udp_datagrams_leaves_in_gso_sends_intact_and_in_order";
-    if skip_unless_root(test) {
-        return;
-    }
-    let topo = Topology::client_gateway_server().unwrap();
-    let lan = topo.lan();
-    let to = SocketAddr::new(IpAddr::from(topo.server_v4), 5551);
-    // The server keeps every datagram it receives; its buffer holds the whole burst (the default, ~208 KB,
-    // overflows when parallel tests keep the receiving thread off the CPU).
-    let socket = topo.server.run_in(move || UdpSocket::bind(to)).unwrap().unwrap();
+/// A UDP server in `ns` on `to` that keeps every datagram it receives, in order. Its buffer holds a whole burst
+/// (the default, ~208 KB, overflows when parallel tests keep the receiving thread off the CPU).
+fn collecting_server(ns: &Netns, to: SocketAddr) -> std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>> {
+    let socket = ns.run_in(move || UdpSocket::bind(to)).unwrap().unwrap();
     dns::service::sys::size_receive_buffer(std::os::fd::AsRawFd::as_raw_fd(&socket), 8 << 20);
     let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));
     let sink = std::sync::Arc::clone(&received);
@@ -694,6 +686,19 @@ fn a_burst_of_udp_datagrams_leaves_in_gso_sends_intact_and_in_order() {
             sink.lock().unwrap().push(buf[..n].to_vec());
         }
     });
+    received
+}
+
+#[test]
+fn a_burst_of_udp_datagrams_leaves_in_gso_sends_intact_and_in_order() {
+    let test = "a_burst_of_udp_datagrams_leaves_in_gso_sends_intact_and_in_order";
+    if skip_unless_root(test) {
+        return;
+    }
+    let topo = Topology::client_gateway_server().unwrap();
+    let lan = topo.lan();
+    let to = SocketAddr::new(IpAddr::from(topo.server_v4), 5551);
+    let received = collecting_server(&topo.server, to);
     let config = format!(
         "global {{\n  lan_interface: {}\n  wan_interface: {}\n}}\nnode {{\n  gw: 'direct'\n}}\n\
          group {{\n  proxy {{\n    policy: fixed(0)\n  }}\n}}\nrouting {{\n  dport(5551) -> proxy\n  fallback: direct\n}}\n",
@@ -738,16 +743,7 @@ fn client_gso_burst_through_gateway(gro: &str, port: u16) -> serde_json::Value {
     let topo = Topology::client_gateway_server().unwrap();
     let lan = topo.lan();
     let to = SocketAddr::new(IpAddr::from(topo.server_v4), port);
-    let socket = topo.server.run_in(move || UdpSocket::bind(to)).unwrap().unwrap();
-    dns::service::sys::size_receive_buffer(std::os::fd::AsRawFd::as_raw_fd(&socket), 8 << 20);
-    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));
-    let sink = std::sync::Arc::clone(&received);
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        while let Ok((n, _)) = socket.recv_from(&mut buf) {
-            sink.lock().unwrap().push(buf[..n].to_vec());
-        }
-    });
+    let received = collecting_server(&topo.server, to);
     let config = format!(
         "global {{\n  lan_interface: {}\n  wan_interface: {}\n}}\nnode {{\n  gw: 'direct'\n}}\n\
          group {{\n  proxy {{\n    policy: fixed(0)\n  }}\n}}\nrouting {{\n  dport({port}) -> proxy\n  fallback: direct\n}}\n",

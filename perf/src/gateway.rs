@@ -13,6 +13,12 @@
 //! - `gateway_udp_gso_reply_gro_gbps`, `gateway_udp_gso_reply_gro_cores_per_gbps`: the same comparison with a
 //!   sender that sends as QUIC stacks do, in GSO sends of [`GSO_RUN`] datagrams of 1200 bytes (iperf3 sends
 //!   one datagram per system call, each taken by its own NAPI poll, so nothing is merged for it).
+//! - `gateway_udp_gso_relay_gro_gbps`, `gateway_udp_gso_relay_gro_cores_per_gbps`: the client -> server direction
+//!   with the same kind of GSO sender, relayed, with the steering sockets' UDP GRO on against off, on the daemons
+//!   above, with GRO and `rx-udp-gro-forwarding` on on the gateway's LAN veth (the client's veth segments each
+//!   run, its peer running XDP; the LAN veth merges the train again, as a NIC does with that setting).
+//! - `gateway_udp_gso_relay_gbps`, `gateway_udp_gso_relay_cores_per_gbps`: that sender relayed (GRO on) against
+//!   the direct routed path with the same LAN settings (the kernel forwards the merged train whole).
 //! - `gateway_tcp_*_cores_per_gbps`: CPU cores busy per Gbit/s, counted from `/proc/stat` over the run (user,
 //!   system, irq and softirq of the whole machine: client, gateway, proxy and server share it), so softirq work
 //!   is included, not only the daemon's process time.
@@ -52,6 +58,10 @@ const RECEIVER_LOG: &str = "UDP steering receive:";
 const SOCKS_PORT: u16 = 5302;
 /// The relayed port of the GSO sender.
 const GSO_PORT: u16 = 5303;
+/// How long a GSO run's receiver waits for more before it counts the run over.
+const QUIET: std::time::Duration = std::time::Duration::from_millis(300);
+/// The GSO sender's port on the direct routed path (client -> server).
+const GSO_DIRECT_PORT: u16 = 5304;
 /// Datagrams per GSO send of the GSO sender (a QUIC stack's usual batch).
 const GSO_RUN: usize = 10;
 /// Payload of each UDP datagram: iperf3's `-l 1200` in the `UDP_*_ARGS` below, and the GSO sender's.
@@ -102,7 +112,7 @@ fn gso_reply_run(topo: &Topology, port: u16) -> anyhow::Result<(f64, f64)> {
     let to = SocketAddr::new(IpAddr::from(topo.server_v4), port);
     let server = topo.server.run_in(move || UdpSocket::bind(to))??;
     let client = topo.lan().client.run_in(|| UdpSocket::bind("0.0.0.0:0"))??;
-    client.set_read_timeout(Some(Duration::from_millis(300)))?;
+    client.set_read_timeout(Some(QUIET))?;
     let seconds = Duration::from_secs(SECONDS.into());
     let sender = std::thread::spawn(move || -> anyhow::Result<()> {
         let mut buf = [0u8; 64];
@@ -116,22 +126,59 @@ fn gso_reply_run(topo: &Topology, port: u16) -> anyhow::Result<(f64, f64)> {
         }
         Ok(())
     });
+    let measured = receive_measured(&client, || client.send_to(b"go", to).map(drop))?;
+    sender.join().map_err(|_| anyhow::anyhow!("the GSO sender panicked"))??;
+    anyhow::ensure!(measured.0 > 0.0, "the GSO sender's datagrams never reached the client");
+    Ok(measured)
+}
+
+/// Calls `start`, then receives on `socket` (its read timeout set to [`QUIET`]) until it has been quiet that
+/// long; (Gbit/s received, cores of the whole machine busy per Gbit/s meanwhile).
+fn receive_measured(
+    socket: &std::net::UdpSocket,
+    start: impl FnOnce() -> std::io::Result<()>,
+) -> anyhow::Result<(f64, f64)> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let (busy0, total0) = cpu_jiffies()?;
-    client.send_to(b"go", to)?;
-    let start = Instant::now();
+    start()?;
+    let began = std::time::Instant::now();
     let mut bytes = 0u64;
     let mut buf = [0u8; 2048];
-    while let Ok((n, _)) = client.recv_from(&mut buf) {
+    while let Ok((n, _)) = socket.recv_from(&mut buf) {
         bytes += n as u64;
     }
-    let elapsed = start.elapsed().saturating_sub(Duration::from_millis(300)).as_secs_f64().max(1e-3);
+    let elapsed = began.elapsed().saturating_sub(QUIET).as_secs_f64().max(1e-3);
     let (busy1, total1) = cpu_jiffies()?;
-    sender.join().map_err(|_| anyhow::anyhow!("the GSO sender panicked"))??;
     let cores = cpus * (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64;
     let gbps = bytes as f64 * 8.0 / elapsed / 1e9;
-    anyhow::ensure!(gbps > 0.0, "the GSO sender's datagrams never reached the client");
-    Ok((gbps, cores / gbps))
+    Ok((gbps, cores / gbps.max(1e-9)))
+}
+
+/// The client -> server direction with a GSO sender: the client sends GSO sends of [`GSO_RUN`] datagrams to
+/// `port` for [`SECONDS`]; (Gbit/s the server received, cores busy per Gbit/s).
+fn gso_forward_run(topo: &Topology, port: u16) -> anyhow::Result<(f64, f64)> {
+    use std::net::{SocketAddr, UdpSocket};
+    use std::time::{Duration, Instant};
+    let to = SocketAddr::new(IpAddr::from(topo.server_v4), port);
+    let server = topo.server.run_in(move || UdpSocket::bind(to))??;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&server);
+    crate::udp_recv::set_int_opt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, UDP_SOCKET_BUFFER as libc::c_int)?;
+    server.set_read_timeout(Some(QUIET))?;
+    let client = topo.lan().client.run_in(|| UdpSocket::bind("0.0.0.0:0"))??;
+    let seconds = Duration::from_secs(SECONDS.into());
+    let sender = std::thread::spawn(move || {
+        let run = vec![0x5au8; GSO_RUN * GSO_DATAGRAM];
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&client);
+        let end = Instant::now() + seconds;
+        while Instant::now() < end {
+            // A full queue (ENOBUFS) drops the run, as a rate-unlimited iperf3 would.
+            let _ = datapath::gateway::gso::send_gso(fd, to, GSO_DATAGRAM as u16, &run);
+        }
+    });
+    let measured = receive_measured(&server, || Ok(()))?;
+    sender.join().map_err(|_| anyhow::anyhow!("the GSO sender panicked"))?;
+    anyhow::ensure!(measured.0 > 0.0, "the GSO sender's datagrams never reached the server");
+    Ok(measured)
 }
 
 /// Datagrams the namespace's UDP sockets dropped for a full receive buffer (`UdpRcvbufErrors`, both families).
@@ -303,6 +350,11 @@ fn bench_with(dae: &Path) -> anyhow::Result<Vec<Figure>> {
     anyhow::ensure!(gro.status.success(), "ethtool -K {} gro on: {gro:?}", topo.wan_if);
     let (mut gro_on, mut gro_off) = (Vec::new(), Vec::new());
     let (mut gso_gro_on, mut gso_gro_off) = (Vec::new(), Vec::new());
+    // The same for forwarded UDP on the LAN side: merged only with rx-udp-gro-forwarding (off by default).
+    let args = ["-K", lan.gateway_if.as_str(), "gro", "on", "rx-udp-gro-forwarding", "on"];
+    let lan_gro = topo.gateway.output("ethtool", &args)?;
+    anyhow::ensure!(lan_gro.status.success(), "ethtool -K {} rx-udp-gro-forwarding on: {lan_gro:?}", lan.gateway_if);
+    let (mut fwd_gro_on, mut fwd_gro_off, mut fwd_direct) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         for (gro, runs, gso_runs) in [("on", &mut gro_on, &mut gso_gro_on), ("off", &mut gro_off, &mut gso_gro_off)] {
             let mut daemon = Daemon::start(dae, &topo.gateway, &config, &["--udp-gro", gro])?;
@@ -312,7 +364,24 @@ fn bench_with(dae: &Path) -> anyhow::Result<Vec<Figure>> {
             );
             runs.push(run(&lan.client, server, RELAY_PORT, UDP_REPLY_ARGS)?);
             gso_runs.push(gso_reply_run(&topo, GSO_PORT)?);
+            let forward = gso_forward_run(&topo, GSO_PORT)?;
+            if gro == "on" {
+                fwd_gro_on.push(forward);
+                fwd_direct.push(gso_forward_run(&topo, GSO_DIRECT_PORT)?);
+            } else {
+                fwd_gro_off.push(forward);
+            }
             let stats = daemon.stats()?;
+            eprintln!(
+                "gateway: udp-gro {gro}: client GSO sender relayed {:.2} Gb/s{}, udp_steer_gro_receives {}",
+                forward.0,
+                if gro == "on" {
+                    format!(" (direct {:.2})", fwd_direct.last().map_or(0.0, |r| r.0))
+                } else {
+                    String::new()
+                },
+                stats["udp_steer_gro_receives"]
+            );
             eprintln!(
                 "gateway: udp-gro {gro}: iperf3 {:.2} Gb/s, GSO sender {:.2} Gb/s, udp_gro_receives {} udp_gso_sends {} udp_replied {} udp_dropped {}",
                 runs.last().map_or(0.0, |r| r.0),
@@ -348,6 +417,8 @@ fn bench_with(dae: &Path) -> anyhow::Result<Vec<Figure>> {
     figures.extend(pair("gateway_udp_reply_relay", &reply_relay, &reply_direct));
     figures.extend(pair("gateway_udp_reply_gro", &gro_on, &gro_off));
     figures.extend(pair("gateway_udp_gso_reply_gro", &gso_gro_on, &gso_gro_off));
+    figures.extend(pair("gateway_udp_gso_relay_gro", &fwd_gro_on, &fwd_gro_off));
+    figures.extend(pair("gateway_udp_gso_relay", &fwd_gro_on, &fwd_direct));
     figures.push(figure("dae_rss_after_load_mib", loaded_rss / 1024.0, "MiB", idle_rss / 1024.0));
     Ok(figures)
 }

@@ -95,11 +95,18 @@ pub fn bench() -> anyhow::Result<Vec<Figure>> {
     .map_err(|_| anyhow::anyhow!("udp benchmark thread panicked"))?
 }
 
-fn bench_size(size: usize, count: usize) -> anyhow::Result<Vec<Figure>> {
-    let mut mpps: [Vec<f64>; RECEIVERS.len()] = Default::default();
+/// Median Mpps of each of `receivers` over [`ROUNDS`] interleaved rounds, each draining a fresh socket that
+/// `queued(receiver)` filled with `count` datagrams of `size` bytes.
+fn drain_rounds<const N: usize>(
+    receivers: [Receiver; N],
+    size: usize,
+    count: usize,
+    queued: impl Fn(Receiver) -> anyhow::Result<UdpSocket>,
+) -> anyhow::Result<[f64; N]> {
+    let mut mpps: [Vec<f64>; N] = std::array::from_fn(|_| Vec::new());
     for _ in 0..ROUNDS {
-        for (receiver, samples) in RECEIVERS.iter().zip(&mut mpps) {
-            let rx = queued_socket(size, count)?;
+        for (receiver, samples) in receivers.iter().zip(&mut mpps) {
+            let rx = queued(*receiver)?;
             let drain = Drain::ready(*receiver, rx.as_raw_fd())?;
             let start = Instant::now();
             let bad = drain
@@ -110,25 +117,16 @@ fn bench_size(size: usize, count: usize) -> anyhow::Result<Vec<Figure>> {
             samples.push(count as f64 / secs / 1e6);
         }
     }
-    let [recvmsg, mmsg8, mmsg32, uring, gateway] = mpps.map(|mut s| median(&mut s));
-    // The same receivers' baselines and the gateway's receiver with UDP_GRO, on a GSO sender's traffic.
-    const MERGED: [Receiver; 3] = [Receiver::Recvmsg, Receiver::Recvmmsg(8), Receiver::Gateway];
-    let mut merged: [Vec<f64>; MERGED.len()] = Default::default();
-    for _ in 0..ROUNDS {
-        for (receiver, samples) in MERGED.iter().zip(&mut merged) {
-            let gro = *receiver == Receiver::Gateway;
-            let rx = queued_gso_socket(size, count, gro)?;
-            let drain = Drain::ready(*receiver, rx.as_raw_fd())?;
-            let start = Instant::now();
-            let bad = drain
-                .run(rx.as_raw_fd(), count, size)
-                .with_context(|| format!("{receiver:?} draining {count} x {size} B sent in GSO runs of {GSO_RUN}"))?;
-            let secs = start.elapsed().as_secs_f64();
-            ensure!(bad == 0, "{receiver:?}: {bad} of {count} GSO-sent datagrams without pktinfo, name or payload");
-            samples.push(count as f64 / secs / 1e6);
-        }
-    }
-    let [gso_recvmsg, gso_mmsg8, gro_gateway] = merged.map(|mut s| median(&mut s));
+    Ok(mpps.map(|mut s| median(&mut s)))
+}
+
+fn bench_size(size: usize, count: usize) -> anyhow::Result<Vec<Figure>> {
+    let [recvmsg, mmsg8, mmsg32, uring, gateway] =
+        drain_rounds(RECEIVERS, size, count, |_| queued_socket(size, count))?;
+    // The baselines and the gateway's receiver with UDP_GRO on a GSO sender's traffic (only its socket merges).
+    let merged = [Receiver::Recvmsg, Receiver::Recvmmsg(8), Receiver::Gateway];
+    let [gso_recvmsg, gso_mmsg8, gro_gateway] =
+        drain_rounds(merged, size, count, |receiver| queued_gso_socket(size, count, receiver == Receiver::Gateway))?;
     let figure = |name: &str, value: f64, baseline: f64| Figure {
         name: format!("udp_recv_{name}_{size}"),
         value,
@@ -229,7 +227,7 @@ pub(crate) fn pin_to_current_core() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn set_int_opt(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+pub(crate) fn set_int_opt(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
     // SAFETY: `value` is a live c_int and the length passed is its size.
     let rc = unsafe { libc::setsockopt(fd, level, name, ptr::from_ref(&value).cast(), mem::size_of_val(&value) as _) };
     if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
