@@ -304,6 +304,11 @@ impl Core {
         }
     }
 
+    /// Client queries waiting for an upstream answer.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
     /// Counters.
     pub fn stats(&self) -> Stats {
         let mut stats = self.stats;

@@ -261,7 +261,7 @@ impl Worker {
             last_in = self.local.datagrams_in;
             // Interrupt moderation (worker/moderation.rs): the answers of this turn are already sent; a short
             // pause lets the next few queries queue so they share one wake-up and one send.
-            if let Some(pause) = moderation.after_turn(now, arrived) {
+            if let Some(pause) = moderation.after_turn(now, arrived, self.core.in_flight() == 0) {
                 std::thread::sleep(pause);
             }
             if now.duration_since(last_stats) >= STATS_EVERY {

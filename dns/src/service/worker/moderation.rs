@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 pub const TARGET_BATCH: u64 = 8;
 /// Below this arrival rate (datagrams per second) a worker never pauses: a lone query is never held.
 pub const MIN_RATE: f64 = 5_000.0;
+/// The bound is this many times longer after a turn that left no query waiting on an upstream.
+pub const IDLE_UPSTREAM_BOUND: u32 = 2;
 /// The arrival rate is measured over windows of this length.
 pub const RATE_WINDOW: Duration = Duration::from_millis(10);
 
@@ -36,9 +38,11 @@ impl Moderation {
     /// A loop turn at `now` read `arrived` client datagrams (and answered what it could): how long to pause
     /// before the next wait. A pause happens only when the turn brought a few datagrams (some, but fewer than
     /// [`TARGET_BATCH`]) while the measured rate is at least [`MIN_RATE`]; it lasts about the time
-    /// [`TARGET_BATCH`] more take to arrive, and never longer than the bound. An idle worker and a worker whose
-    /// turns already bring full batches never pause.
-    pub fn after_turn(&mut self, now: Instant, arrived: u64) -> Option<Duration> {
+    /// [`TARGET_BATCH`] more take to arrive, and never longer than the bound, or [`IDLE_UPSTREAM_BOUND`] times
+    /// the bound when `upstream_idle` (no query waits on an upstream answer, so the pause holds only the next
+    /// queries, most of them answered from the cache, and never an upstream's answer). An idle worker and a
+    /// worker whose turns already bring full batches never pause.
+    pub fn after_turn(&mut self, now: Instant, arrived: u64, upstream_idle: bool) -> Option<Duration> {
         self.window_count += arrived;
         let window = now.saturating_duration_since(self.window_start);
         if window >= RATE_WINDOW {
@@ -49,7 +53,9 @@ impl Moderation {
         if self.bound.is_zero() || arrived == 0 || arrived >= TARGET_BATCH || self.rate < MIN_RATE {
             return None;
         }
-        let pause = Duration::from_secs_f64(TARGET_BATCH as f64 / self.rate).min(self.bound);
+        // Nothing waits on an upstream: only answers from the cache are held, and they may be held longer.
+        let bound = if upstream_idle { self.bound * IDLE_UPSTREAM_BOUND } else { self.bound };
+        let pause = Duration::from_secs_f64(TARGET_BATCH as f64 / self.rate).min(bound);
         (!pause.is_zero()).then_some(pause)
     }
 }
@@ -68,7 +74,7 @@ mod tests {
         gap: Duration,
         per_turn: u64,
     ) -> Vec<Option<Duration>> {
-        (1..=turns).map(|i| moderation.after_turn(start + gap * i, per_turn)).collect()
+        (1..=turns).map(|i| moderation.after_turn(start + gap * i, per_turn, false)).collect()
     }
 
     #[test]
@@ -98,6 +104,21 @@ mod tests {
     }
 
     #[test]
+    fn with_nothing_waiting_upstream_the_bound_doubles() {
+        let start = Instant::now();
+        let gap = Duration::from_micros(40);
+        // Two datagrams every 40 µs (50k/s): 8 more take 160 µs, past the 100 µs bound.
+        let mut moderation = Moderation::new(BOUND, start);
+        drive(&mut moderation, start, 500, gap, 2);
+        let busy = moderation.after_turn(start + gap * 501, 2, false);
+        let idle = moderation.after_turn(start + gap * 502, 2, true);
+        assert_eq!(busy, Some(BOUND), "a miss in flight: the bound");
+        let idle = idle.unwrap();
+        assert!((150..=170).contains(&idle.as_micros()), "cache answers only: the batch's time, {idle:?}");
+        assert!(idle <= BOUND * IDLE_UPSTREAM_BOUND);
+    }
+
+    #[test]
     fn full_batches_and_a_zero_bound_never_pause() {
         let start = Instant::now();
         let mut moderation = Moderation::new(BOUND, start);
@@ -114,6 +135,6 @@ mod tests {
         let mut moderation = Moderation::new(BOUND, start);
         drive(&mut moderation, start, 1_000, Duration::from_micros(40), 2);
         // An upstream answer or a timer woke the worker: nothing to batch with.
-        assert_eq!(moderation.after_turn(start + Duration::from_millis(41), 0), None);
+        assert_eq!(moderation.after_turn(start + Duration::from_millis(41), 0, false), None);
     }
 }
