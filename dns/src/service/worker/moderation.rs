@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 pub const TARGET_BATCH: u64 = 8;
 /// Below this arrival rate (datagrams per second) a worker never pauses: a lone query is never held.
 pub const MIN_RATE: f64 = 5_000.0;
-/// The bound is this many times longer after a turn that left no query waiting on an upstream.
+/// After a turn that left no query waiting on an upstream, the batch aimed for and the bound are this many times
+/// larger.
 pub const IDLE_UPSTREAM_BOUND: u32 = 2;
 /// The arrival rate is measured over windows of this length.
 pub const RATE_WINDOW: Duration = Duration::from_millis(10);
@@ -38,9 +39,9 @@ impl Moderation {
     /// A loop turn at `now` read `arrived` client datagrams (and answered what it could): how long to pause
     /// before the next wait. A pause happens only when the turn brought a few datagrams (some, but fewer than
     /// [`TARGET_BATCH`]) while the measured rate is at least [`MIN_RATE`]; it lasts about the time
-    /// [`TARGET_BATCH`] more take to arrive, and never longer than the bound, or [`IDLE_UPSTREAM_BOUND`] times
-    /// the bound when `upstream_idle` (no query waits on an upstream answer, so the pause holds only the next
-    /// queries, most of them answered from the cache, and never an upstream's answer). An idle worker and a
+    /// [`TARGET_BATCH`] more take to arrive, and never longer than the bound. When `upstream_idle` (no query
+    /// waits on an upstream answer, so the pause holds only the next queries, most of them answered from the
+    /// cache, and never an upstream's answer) both are [`IDLE_UPSTREAM_BOUND`] times larger. An idle worker and a
     /// worker whose turns already bring full batches never pause.
     pub fn after_turn(&mut self, now: Instant, arrived: u64, upstream_idle: bool) -> Option<Duration> {
         self.window_count += arrived;
@@ -54,8 +55,12 @@ impl Moderation {
             return None;
         }
         // Nothing waits on an upstream: only answers from the cache are held, and they may be held longer.
-        let bound = if upstream_idle { self.bound * IDLE_UPSTREAM_BOUND } else { self.bound };
-        let pause = Duration::from_secs_f64(TARGET_BATCH as f64 / self.rate).min(bound);
+        let (bound, target) = if upstream_idle {
+            (self.bound * IDLE_UPSTREAM_BOUND, TARGET_BATCH * u64::from(IDLE_UPSTREAM_BOUND))
+        } else {
+            (self.bound, TARGET_BATCH)
+        };
+        let pause = Duration::from_secs_f64(target as f64 / self.rate).min(bound);
         (!pause.is_zero()).then_some(pause)
     }
 }
@@ -104,18 +109,22 @@ mod tests {
     }
 
     #[test]
-    fn with_nothing_waiting_upstream_the_bound_doubles() {
+    fn with_nothing_waiting_upstream_pauses_double() {
         let start = Instant::now();
+        // Two datagrams every 40 µs (50k/s): 8 more take 160 µs, past the 100 µs bound; 16 take 320 µs, past twice it.
         let gap = Duration::from_micros(40);
-        // Two datagrams every 40 µs (50k/s): 8 more take 160 µs, past the 100 µs bound.
         let mut moderation = Moderation::new(BOUND, start);
         drive(&mut moderation, start, 500, gap, 2);
-        let busy = moderation.after_turn(start + gap * 501, 2, false);
-        let idle = moderation.after_turn(start + gap * 502, 2, true);
-        assert_eq!(busy, Some(BOUND), "a miss in flight: the bound");
-        let idle = idle.unwrap();
-        assert!((150..=170).contains(&idle.as_micros()), "cache answers only: the batch's time, {idle:?}");
-        assert!(idle <= BOUND * IDLE_UPSTREAM_BOUND);
+        assert_eq!(moderation.after_turn(start + gap * 501, 2, false), Some(BOUND), "a miss in flight: the bound");
+        assert_eq!(moderation.after_turn(start + gap * 502, 2, true), Some(BOUND * IDLE_UPSTREAM_BOUND));
+        // Two every 20 µs (100k/s): 8 take 80 µs, 16 take 160 µs, both within their bounds.
+        let gap = Duration::from_micros(20);
+        let mut moderation = Moderation::new(BOUND, start);
+        drive(&mut moderation, start, 1_000, gap, 2);
+        let busy = moderation.after_turn(start + gap * 1_001, 2, false).unwrap();
+        let idle = moderation.after_turn(start + gap * 1_002, 2, true).unwrap();
+        assert!((75..=85).contains(&busy.as_micros()), "{busy:?}");
+        assert!((150..=170).contains(&idle.as_micros()), "{idle:?}");
     }
 
     #[test]
