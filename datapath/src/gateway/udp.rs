@@ -272,11 +272,10 @@ fn ms_since(epoch: Instant) -> u64 {
 }
 
 /// A UDP socket for the steering sockmap: bound to an ephemeral port (`bpf_sk_assign` does not care), asking for
-/// each datagram's original destination and ingress interface.
-/// The transparent UDP socket steered datagrams of one family reach on one core. With `gro`, it asks for merged
-/// receives (`UDP_GRO`): a run of one client's same-size datagrams that arrives as one (a GSO send that crossed a
-/// veth unsegmented, or a device's GRO with `rx-udp-gro-forwarding`) is read at once and leaves again in one GSO
-/// send, instead of being split into single datagrams before the socket.
+/// each datagram's original destination and ingress interface. With `gro`, it also asks for merged receives
+/// (`UDP_GRO`): a run of one client's same-size datagrams that arrives as one skb (a device's GRO with
+/// `rx-udp-gro-forwarding`, or a GSO send that reached it unsegmented) is read at once and leaves again in one
+/// GSO send, instead of being split into single datagrams before the socket.
 pub fn steering_socket(ipv6: bool, gro: bool) -> io::Result<UdpSocket> {
     let socket = Socket::new(if ipv6 { Domain::IPV6 } else { Domain::IPV4 }, Type::DGRAM, None)?;
     let fd = socket.as_raw_fd();
