@@ -112,7 +112,6 @@ fn gso_reply_run(topo: &Topology, port: u16) -> anyhow::Result<(f64, f64)> {
     let to = SocketAddr::new(IpAddr::from(topo.server_v4), port);
     let server = topo.server.run_in(move || UdpSocket::bind(to))??;
     let client = topo.lan().client.run_in(|| UdpSocket::bind("0.0.0.0:0"))??;
-    client.set_read_timeout(Some(QUIET))?;
     let seconds = Duration::from_secs(SECONDS.into());
     let sender = std::thread::spawn(move || -> anyhow::Result<()> {
         let mut buf = [0u8; 64];
@@ -132,12 +131,13 @@ fn gso_reply_run(topo: &Topology, port: u16) -> anyhow::Result<(f64, f64)> {
     Ok(measured)
 }
 
-/// Calls `start`, then receives on `socket` (its read timeout set to [`QUIET`]) until it has been quiet that
-/// long; (Gbit/s received, cores of the whole machine busy per Gbit/s meanwhile).
+/// Calls `start`, then receives on `socket` until it has been quiet for [`QUIET`]; (Gbit/s received, cores of
+/// the whole machine busy per Gbit/s meanwhile).
 fn receive_measured(
     socket: &std::net::UdpSocket,
     start: impl FnOnce() -> std::io::Result<()>,
 ) -> anyhow::Result<(f64, f64)> {
+    socket.set_read_timeout(Some(QUIET))?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let (busy0, total0) = cpu_jiffies()?;
     start()?;
@@ -163,7 +163,6 @@ fn gso_forward_run(topo: &Topology, port: u16) -> anyhow::Result<(f64, f64)> {
     let server = topo.server.run_in(move || UdpSocket::bind(to))??;
     let fd = std::os::fd::AsRawFd::as_raw_fd(&server);
     crate::udp_recv::set_int_opt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, UDP_SOCKET_BUFFER as libc::c_int)?;
-    server.set_read_timeout(Some(QUIET))?;
     let client = topo.lan().client.run_in(|| UdpSocket::bind("0.0.0.0:0"))??;
     let seconds = Duration::from_secs(SECONDS.into());
     let sender = std::thread::spawn(move || {

@@ -194,18 +194,14 @@ fn drain_gateway(
             continue;
         }
         idle_since = None;
-        for received in &receiver.received[..n] {
+        for (i, received) in receiver.received[..n].iter().enumerate() {
             let from_loopback = received.from.is_some_and(|from| from.ip() == std::net::Ipv4Addr::from(LOOPBACK));
             let to_loopback = received.info.dst == Some(std::net::Ipv4Addr::from(LOOPBACK).into());
-            // A merged receive (UDP_GRO) holds a run of `size`-byte datagrams; it is split as the worker splits it.
-            let segment = match usize::from(received.info.gro_segment) {
-                0 => received.len,
-                segment => segment,
-            };
-            let datagrams = received.len.div_ceil(segment.max(1)).max(1);
-            let whole = segment == size && received.len == datagrams * size;
-            bad += if whole && from_loopback && to_loopback { 0 } else { datagrams };
-            got += datagrams;
+            // A merged receive (UDP_GRO) holds a run of datagrams, split as the worker splits it.
+            for datagram in received.datagrams(receiver.payload(i)) {
+                bad += usize::from(!(datagram.len() == size && from_loopback && to_loopback));
+                got += 1;
+            }
         }
     }
     Ok(bad)

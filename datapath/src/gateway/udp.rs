@@ -488,33 +488,25 @@ fn receive_steered(
             continue;
         }
         let dst = SocketAddr::new(ip, got.info.dst_port);
-        // A merged receive is a run of one flow's datagrams of `segment` bytes, the last possibly shorter.
-        let segment = match usize::from(got.info.gro_segment) {
-            0 => got.len,
-            segment => segment.min(got.len),
-        };
-        if segment < got.len {
+        // A merged receive is a run of one flow's datagrams: each is relayed (or forwarded) on its own.
+        let datagrams = got.datagrams(batch.payload(i));
+        if datagrams.len() > 1 {
             relay.counters.steer_gro_receives.fetch_add(1, Ordering::Relaxed);
         }
-        let datagrams = (0..got.len).step_by(segment).map(|at| (at, segment.min(got.len - at)));
         // Port 53 steered without a group decision is DNS (an untagged flow included).
         match (dns, dst.port() == DNS_PORT) {
             (Some(intercept), true) => match relay.tag(client, dst) {
-                (_, true) => relayed.extend(datagrams.map(|(at, len)| (client, dst, i, at, len))),
+                (_, true) => relayed.extend(datagrams.map(|datagram| (client, dst, datagram))),
                 (tag, false) => {
-                    for (at, len) in datagrams {
-                        let query = &batch.payload(i)[at..at + len];
+                    for query in datagrams {
                         intercept.submit_udp(client, ip, got.info.ifindex, tag.as_ref(), query, links);
                     }
                 }
             },
-            _ => relayed.extend(datagrams.map(|(at, len)| (client, dst, i, at, len))),
+            _ => relayed.extend(datagrams.map(|datagram| (client, dst, datagram))),
         }
     }
-    relay.forward_batch(
-        relayed.iter().map(|&(client, dst, i, at, len)| (client, dst, &batch.payload(i)[at..at + len])),
-        links,
-    );
+    relay.forward_batch(relayed.into_iter(), links);
 }
 
 impl UdpRelay {

@@ -149,6 +149,18 @@ pub struct Received {
     pub info: PktInfo,
 }
 
+impl Received {
+    /// The datagrams in `payload` (this receive's `len` bytes): the one datagram, or, for a merged receive
+    /// ([`PktInfo::gro_segment`]), the run split at the segment size, the last possibly shorter.
+    pub fn datagrams<'b>(&self, payload: &'b [u8]) -> std::slice::Chunks<'b, u8> {
+        let payload = &payload[..self.len.min(payload.len())];
+        match usize::from(self.info.gro_segment) {
+            0 => payload.chunks(payload.len().max(1)),
+            segment => payload.chunks(segment),
+        }
+    }
+}
+
 /// Buffers for one `recvmmsg` call of up to [`BATCH`] datagrams.
 pub struct RecvBatch {
     /// [`BATCH`] buffers of `buf_len` bytes, back to back.
@@ -597,6 +609,20 @@ mod tests {
             assert_eq!((info.ifindex, info.dst_port, info.gro_segment), (7, 5353, 1200), "shift {shift}");
         }
         assert_eq!(pktinfo_from_control(&control[..control.len() - 24]).gro_segment, 0, "a single datagram");
+    }
+
+    #[test]
+    fn a_merged_receive_splits_at_its_segment_size() {
+        let payload: Vec<u8> = (0..25).collect();
+        let info = |gro_segment| PktInfo { gro_segment, ..PktInfo::default() };
+        let merged = Received { len: 25, from: None, info: info(10) };
+        let lens: Vec<usize> = merged.datagrams(&payload).map(<[u8]>::len).collect();
+        assert_eq!(lens, [10, 10, 5], "the last one shorter");
+        assert_eq!(merged.datagrams(&payload).nth(2), Some(&payload[20..]));
+        let single = Received { len: 25, from: None, info: info(0) };
+        assert_eq!(single.datagrams(&payload).collect::<Vec<_>>(), [&payload[..]]);
+        let empty = Received { len: 0, from: None, info: info(0) };
+        assert_eq!(empty.datagrams(&payload).count(), 0);
     }
 
     #[test]

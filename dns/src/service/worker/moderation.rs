@@ -16,7 +16,7 @@ pub const TARGET_BATCH: u64 = 8;
 pub const MIN_RATE: f64 = 5_000.0;
 /// After a turn that left no query waiting on an upstream, the batch aimed for and the bound are this many times
 /// larger.
-pub const IDLE_UPSTREAM_BOUND: u32 = 2;
+pub const IDLE_UPSTREAM_SCALE: u32 = 2;
 /// The arrival rate is measured over windows of this length.
 pub const RATE_WINDOW: Duration = Duration::from_millis(10);
 
@@ -41,7 +41,7 @@ impl Moderation {
     /// [`TARGET_BATCH`]) while the measured rate is at least [`MIN_RATE`]; it lasts about the time
     /// [`TARGET_BATCH`] more take to arrive, and never longer than the bound. When `upstream_idle` (no query
     /// waits on an upstream answer, so the pause holds only the next queries, most of them answered from the
-    /// cache, and never an upstream's answer) both are [`IDLE_UPSTREAM_BOUND`] times larger. An idle worker and a
+    /// cache, and never an upstream's answer) both are [`IDLE_UPSTREAM_SCALE`] times larger. An idle worker and a
     /// worker whose turns already bring full batches never pause.
     pub fn after_turn(&mut self, now: Instant, arrived: u64, upstream_idle: bool) -> Option<Duration> {
         self.window_count += arrived;
@@ -56,7 +56,7 @@ impl Moderation {
         }
         // Nothing waits on an upstream: only answers from the cache are held, and they may be held longer.
         let (bound, target) = if upstream_idle {
-            (self.bound * IDLE_UPSTREAM_BOUND, TARGET_BATCH * u64::from(IDLE_UPSTREAM_BOUND))
+            (self.bound * IDLE_UPSTREAM_SCALE, TARGET_BATCH * u64::from(IDLE_UPSTREAM_SCALE))
         } else {
             (self.bound, TARGET_BATCH)
         };
@@ -116,7 +116,7 @@ mod tests {
         let mut moderation = Moderation::new(BOUND, start);
         drive(&mut moderation, start, 500, gap, 2);
         assert_eq!(moderation.after_turn(start + gap * 501, 2, false), Some(BOUND), "a miss in flight: the bound");
-        assert_eq!(moderation.after_turn(start + gap * 502, 2, true), Some(BOUND * IDLE_UPSTREAM_BOUND));
+        assert_eq!(moderation.after_turn(start + gap * 502, 2, true), Some(BOUND * IDLE_UPSTREAM_SCALE));
         // Two every 20 µs (100k/s): 8 take 80 µs, 16 take 160 µs, both within their bounds.
         let gap = Duration::from_micros(20);
         let mut moderation = Moderation::new(BOUND, start);
