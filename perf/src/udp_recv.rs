@@ -16,6 +16,12 @@
 //!   receiver on a socket that asks for merged receives (`UDP_GRO`, as its steering sockets do) gets each run as
 //!   one receive and splits it; the `recvmsg` and `recvmmsg(8)` loops, on sockets that do not ask, get the
 //!   datagrams the kernel split the runs into before queueing them (outside the timed drain).
+//! - `udp_recv_gateway_veth_mpps_{size}`, `udp_recv_gateway_veth_vs_recvmmsg8_{size}`: a sender in another
+//!   namespace sends one datagram per `send` over a veth into the receiver's namespace ([`VethLink`]), whose NAPI
+//!   coalesces as a NIC's does under load ([`COALESCE_NS`]); GRO merges what one poll took for the gateway's
+//!   receiver (`UDP_GRO`), while the baselines' sockets, which do not ask, get every datagram by itself.
+//!   `udp_recv_gateway_veth_uncoalesced_*`: the same with no coalescing, so every datagram is polled alone and
+//!   nothing merges. The datagrams per receive the gateway's receiver got go to stderr for every merged case.
 //!
 //! Every receiver must account for every datagram, each with its payload length, a 127.0.0.1 source name and a
 //! pktinfo control message naming 127.0.0.1, or the run fails: a broken receiver cannot look fast.
@@ -24,6 +30,7 @@ use std::{
     io, mem,
     net::UdpSocket,
     os::fd::{AsRawFd, RawFd},
+    process::Command,
     ptr,
     sync::atomic::{AtomicU16, Ordering},
     time::{Duration, Instant},
@@ -31,6 +38,11 @@ use std::{
 
 use anyhow::{Context, bail, ensure};
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
+
+use bench_lab::{
+    netns::{Netns, PREFIX, run_ok, unique_id},
+    topology::veth,
+};
 
 use crate::report::{Figure, median};
 
@@ -63,6 +75,9 @@ const BUF_GROUP: u16 = 0;
 const GSO_RUN: usize = 16;
 /// A drain that makes no progress for this long has lost datagrams: fail instead of hanging.
 const STALL: Duration = Duration::from_secs(1);
+/// Interrupt coalescing of the receiving veth in the namespace cases (`gro_flush_timeout`, ns): within the
+/// defaults of 10 GbE NICs' adaptive moderation (tens of microseconds).
+const COALESCE_NS: u32 = 20_000;
 pub(crate) const LOOPBACK: [u8; 4] = [127, 0, 0, 1];
 
 const fn cmsg_space(len: usize) -> usize {
@@ -96,37 +111,50 @@ pub fn bench() -> anyhow::Result<Vec<Figure>> {
 }
 
 /// Median Mpps of each of `receivers` over [`ROUNDS`] interleaved rounds, each draining a fresh socket that
-/// `queued(receiver)` filled with `count` datagrams of `size` bytes.
+/// `queued(receiver)` filled with `count` datagrams that must match `expect`; and the mean number of datagrams
+/// per receive the gateway's receiver got (1 unless the kernel merged them: `UDP_GRO`).
 fn drain_rounds<const N: usize>(
     receivers: [Receiver; N],
-    size: usize,
+    expect: Expect,
     count: usize,
     queued: impl Fn(Receiver) -> anyhow::Result<UdpSocket>,
-) -> anyhow::Result<[f64; N]> {
+) -> anyhow::Result<([f64; N], f64)> {
+    let size = expect.size;
     let mut mpps: [Vec<f64>; N] = std::array::from_fn(|_| Vec::new());
+    let (mut merged_datagrams, mut merged_receives) = (0, 0);
     for _ in 0..ROUNDS {
         for (receiver, samples) in receivers.iter().zip(&mut mpps) {
             let rx = queued(*receiver)?;
             let drain = Drain::ready(*receiver, rx.as_raw_fd())?;
             let start = Instant::now();
-            let bad = drain
-                .run(rx.as_raw_fd(), count, size)
+            let drained = drain
+                .run(rx.as_raw_fd(), count, expect)
                 .with_context(|| format!("{receiver:?} draining {count} x {size} B"))?;
             let secs = start.elapsed().as_secs_f64();
-            ensure!(bad == 0, "{receiver:?}: {bad} of {count} datagrams without pktinfo, name or full payload");
+            ensure!(
+                drained.bad == 0,
+                "{receiver:?}: {} of {count} datagrams without pktinfo, name or full payload",
+                drained.bad
+            );
             samples.push(count as f64 / secs / 1e6);
+            if *receiver == Receiver::Gateway {
+                merged_datagrams += count;
+                merged_receives += drained.receives;
+            }
         }
     }
-    Ok(mpps.map(|mut s| median(&mut s)))
+    Ok((mpps.map(|mut s| median(&mut s)), merged_datagrams as f64 / merged_receives.max(1) as f64))
 }
 
 fn bench_size(size: usize, count: usize) -> anyhow::Result<Vec<Figure>> {
-    let [recvmsg, mmsg8, mmsg32, uring, gateway] =
-        drain_rounds(RECEIVERS, size, count, |_| queued_socket(size, count))?;
+    let expect = Expect::loopback(size);
+    let ([recvmsg, mmsg8, mmsg32, uring, gateway], _) =
+        drain_rounds(RECEIVERS, expect, count, |_| queued_socket(size, count))?;
     // The baselines and the gateway's receiver with UDP_GRO on a GSO sender's traffic (only its socket merges).
     let merged = [Receiver::Recvmsg, Receiver::Recvmmsg(8), Receiver::Gateway];
-    let [gso_recvmsg, gso_mmsg8, gro_gateway] =
-        drain_rounds(merged, size, count, |receiver| queued_gso_socket(size, count, receiver == Receiver::Gateway))?;
+    let ([gso_recvmsg, gso_mmsg8, gro_gateway], gso_per_receive) =
+        drain_rounds(merged, expect, count, |receiver| queued_gso_socket(size, count, receiver == Receiver::Gateway))?;
+    eprintln!("udp {size} B, GSO sender: the gateway's receiver got {gso_per_receive:.1} datagrams per receive");
     let figure = |name: &str, value: f64, baseline: f64| Figure {
         name: format!("udp_recv_{name}_{size}"),
         value,
@@ -134,7 +162,7 @@ fn bench_size(size: usize, count: usize) -> anyhow::Result<Vec<Figure>> {
         baseline,
         ratio: value / baseline,
     };
-    Ok(vec![
+    let mut figures = vec![
         figure("uring_mpps", uring, recvmsg),
         figure("uring_vs_recvmmsg8", uring, mmsg8),
         figure("gateway_uring_mpps", gateway, recvmsg),
@@ -143,7 +171,29 @@ fn bench_size(size: usize, count: usize) -> anyhow::Result<Vec<Figure>> {
         figure("recvmmsg32_mpps", mmsg32, recvmsg),
         figure("gateway_gro_mpps", gro_gateway, gso_recvmsg),
         figure("gateway_gro_vs_recvmmsg8", gro_gateway, gso_mmsg8),
-    ])
+    ];
+    // A sender in another namespace sending one datagram per system call, over a veth whose NAPI polls as a
+    // NIC's does under load (interrupt coalescing), and over one that polls every datagram by itself.
+    for (coalesce_ns, label) in [(COALESCE_NS, "veth"), (0, "veth_uncoalesced")] {
+        let link = VethLink::new(coalesce_ns)?;
+        let expect = Expect { size, from: VethLink::TX_ADDR, to: VethLink::RX_ADDR };
+        let ([recvmsg, mmsg8, gateway], per_receive) = drain_rounds(merged, expect, count, |receiver| {
+            link.queued_socket(size, count, receiver == Receiver::Gateway)
+        })?;
+        eprintln!(
+            "udp {size} B, one datagram per send over a veth (gro_flush_timeout {coalesce_ns} ns): the gateway's \
+             receiver got {per_receive:.1} datagrams per receive"
+        );
+        figures.push(figure(&format!("gateway_{label}_mpps"), gateway, recvmsg));
+        figures.push(figure(&format!("gateway_{label}_vs_recvmmsg8"), gateway, mmsg8));
+    }
+    Ok(figures)
+}
+
+/// What one drain found: datagrams that were not what was queued, and the receives that carried them.
+struct Drained {
+    bad: usize,
+    receives: usize,
 }
 
 /// A receiver with its set-up (ring, buffers) done, so that only the drain is timed.
@@ -166,25 +216,26 @@ impl Drain {
         })
     }
 
-    /// Drains `count` datagrams of `size` bytes from `fd`; the number that were not what was queued.
-    fn run(self, fd: RawFd, count: usize, size: usize) -> anyhow::Result<usize> {
-        match self {
-            Self::Recvmsg => drain_recvmsg(fd, count, size),
-            Self::Recvmmsg(batch) => drain_recvmmsg(fd, count, size, batch),
-            Self::Uring(mut uring) => uring.drain(fd, count, size),
-            Self::Gateway(mut gateway) => drain_gateway(&mut gateway, count, size),
-        }
+    /// Drains `count` datagrams matching `expect` from `fd`.
+    fn run(self, fd: RawFd, count: usize, expect: Expect) -> anyhow::Result<Drained> {
+        let bad = match self {
+            Self::Recvmsg => drain_recvmsg(fd, count, expect)?,
+            Self::Recvmmsg(batch) => drain_recvmmsg(fd, count, expect, batch)?,
+            Self::Uring(mut uring) => uring.drain(fd, count, expect)?,
+            Self::Gateway(mut gateway) => return drain_gateway(&mut gateway, count, expect),
+        };
+        Ok(Drained { bad, receives: count })
     }
 }
 
 /// Drains `count` datagrams with the gateway's receiver, called in a loop as a worker calls it after each
-/// wake-up; the number that were not what was queued.
+/// wake-up.
 fn drain_gateway(
     receiver: &mut datapath::gateway::uring::UringReceiver,
     count: usize,
-    size: usize,
-) -> anyhow::Result<usize> {
-    let (mut got, mut bad) = (0, 0);
+    expect: Expect,
+) -> anyhow::Result<Drained> {
+    let (mut got, mut bad, mut receives) = (0, 0, 0);
     let mut idle_since = None;
     while got < count {
         let n = receiver.recv().context("the gateway's receiver")?;
@@ -194,17 +245,90 @@ fn drain_gateway(
             continue;
         }
         idle_since = None;
+        receives += n;
         for (i, received) in receiver.received[..n].iter().enumerate() {
-            let from_loopback = received.from.is_some_and(|from| from.ip() == std::net::Ipv4Addr::from(LOOPBACK));
-            let to_loopback = received.info.dst == Some(std::net::Ipv4Addr::from(LOOPBACK).into());
+            let from_sender = received.from.is_some_and(|from| from.ip() == std::net::Ipv4Addr::from(expect.from));
+            let to_receiver = received.info.dst == Some(std::net::Ipv4Addr::from(expect.to).into());
             // A merged receive (UDP_GRO) holds a run of datagrams, split as the worker splits it.
             for datagram in received.datagrams(receiver.payload(i)) {
-                bad += usize::from(!(datagram.len() == size && from_loopback && to_loopback));
+                bad += usize::from(!(datagram.len() == expect.size && from_sender && to_receiver));
                 got += 1;
             }
         }
     }
-    Ok(bad)
+    Ok(Drained { bad, receives })
+}
+
+/// A veth pair between two namespaces of its own: a sender's (`TX_ADDR`) and a receiver's (`RX_ADDR`). The
+/// sender's side leaves checksum offload off, so datagrams arrive with their checksum filled in as from a NIC
+/// (GRO does not merge the checksum-pending datagrams of a local sender); the receiver's side has GRO on and
+/// polls with `gro_flush_timeout` = the given coalescing time and `napi_defer_hard_irqs` = 2, so its NAPI
+/// takes what arrived in that time at once, as a NIC with interrupt coalescing does. With 0, every datagram
+/// is polled by itself (a veth's NAPI runs in its sender's context).
+struct VethLink {
+    tx: Netns,
+    rx: Netns,
+    tx_if: String,
+}
+
+impl VethLink {
+    const TX_ADDR: [u8; 4] = [10, 231, 0, 1];
+    const RX_ADDR: [u8; 4] = [10, 231, 0, 2];
+
+    fn new(coalesce_ns: u32) -> anyhow::Result<Self> {
+        let id = unique_id();
+        let (tx, rx) = (Netns::create(&id, "udptx")?, Netns::create(&id, "udprx")?);
+        let (tx_if, rx_if) = (format!("{PREFIX}{id}t"), format!("{PREFIX}{id}r"));
+        veth(&tx, &tx_if, &rx, &rx_if)?;
+        let addr = |a: [u8; 4]| format!("{}/24", std::net::Ipv4Addr::from(a));
+        tx.ip(&["addr", "add", &addr(Self::TX_ADDR), "dev", &tx_if])?;
+        rx.ip(&["addr", "add", &addr(Self::RX_ADDR), "dev", &rx_if])?;
+        tx.run("ethtool", &["-K", &tx_if, "tx", "off"])?;
+        rx.run("ethtool", &["-K", &rx_if, "gro", "on"])?;
+        // `ip netns exec` mounts the namespace's own sysfs, where these per-device knobs live.
+        let knobs = format!(
+            "echo {coalesce_ns} > /sys/class/net/{rx_if}/gro_flush_timeout && \
+             echo 2 > /sys/class/net/{rx_if}/napi_defer_hard_irqs"
+        );
+        run_ok(Command::new("ip").args(["netns", "exec", rx.name(), "sh", "-c", &knobs]))?;
+        Ok(Self { tx, rx, tx_if })
+    }
+
+    /// A receiver socket in the receiver's namespace (with `UDP_GRO` when `gro`) holding `count` datagrams of
+    /// `size` bytes the sender sent one per `send`, none dropped on the way.
+    fn queued_socket(&self, size: usize, count: usize, gro: bool) -> anyhow::Result<UdpSocket> {
+        let rx = self.rx.run_in(move || -> anyhow::Result<UdpSocket> {
+            let rx = receiving_socket(Self::RX_ADDR)?;
+            if gro {
+                datapath::gateway::gso::enable_gro(rx.as_raw_fd()).context("UDP_GRO")?;
+            }
+            Ok(rx)
+        })??;
+        let to = rx.local_addr()?;
+        let dropped_before = self.tx_dropped()?;
+        self.tx.run_in(move || -> anyhow::Result<()> {
+            let tx = UdpSocket::bind((std::net::Ipv4Addr::from(Self::TX_ADDR), 0))?;
+            tx.connect(to)?;
+            let payload = vec![0xa5; size];
+            for _ in 0..count {
+                ensure!(tx.send(&payload)? == size, "short send");
+            }
+            Ok(())
+        })??;
+        // The last datagrams wait in the receiver's NAPI for up to its coalescing time.
+        std::thread::sleep(Duration::from_millis(20));
+        let dropped = self.tx_dropped()? - dropped_before;
+        ensure!(dropped == 0, "the veth dropped {dropped} of {count} x {size} B datagrams (its ring was full)");
+        no_drops(&rx, size, count)?;
+        Ok(rx)
+    }
+
+    /// Datagrams the sender's veth dropped (the receiver's ring full).
+    fn tx_dropped(&self) -> anyhow::Result<u64> {
+        let out = self.tx.run("ip", &["-s", "-j", "link", "show", "dev", &self.tx_if])?;
+        let links: serde_json::Value = serde_json::from_slice(&out.stdout).context("ip -s -j link")?;
+        links[0]["stats64"]["tx"]["dropped"].as_u64().context("no tx drop counter in ip -s -j link")
+    }
 }
 
 pub(crate) fn pin_to_current_core() -> anyhow::Result<()> {
@@ -229,9 +353,9 @@ pub(crate) fn set_int_opt(fd: RawFd, level: libc::c_int, name: libc::c_int, valu
     if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
-/// A receiver socket for the drains: forced buffer, pktinfo and original destination on.
-fn receiving_socket() -> anyhow::Result<UdpSocket> {
-    let rx = UdpSocket::bind("127.0.0.1:0")?;
+/// A receiver socket for the drains on `addr`: forced buffer, pktinfo and original destination on.
+fn receiving_socket(addr: [u8; 4]) -> anyhow::Result<UdpSocket> {
+    let rx = UdpSocket::bind((std::net::Ipv4Addr::from(addr), 0))?;
     let fd = rx.as_raw_fd();
     set_int_opt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RCVBUF_BYTES).context("SO_RCVBUFFORCE (needs root)")?;
     set_int_opt(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, 1).context("IP_PKTINFO")?;
@@ -241,7 +365,7 @@ fn receiving_socket() -> anyhow::Result<UdpSocket> {
 
 /// A receiver socket holding `count` datagrams of `size` bytes from a 127.0.0.1 sender, none dropped.
 pub(crate) fn queued_socket(size: usize, count: usize) -> anyhow::Result<UdpSocket> {
-    let rx = receiving_socket()?;
+    let rx = receiving_socket(LOOPBACK)?;
     let tx = UdpSocket::bind("127.0.0.1:0")?;
     tx.connect(rx.local_addr()?)?;
     let payload = vec![0xa5; size];
@@ -255,7 +379,7 @@ pub(crate) fn queued_socket(size: usize, count: usize) -> anyhow::Result<UdpSock
 /// The same holding `count` datagrams of `size` bytes sent in GSO runs of [`GSO_RUN`]; with `gro` the socket asks
 /// for merged receives (each run stays one), without it the kernel splits the runs before queueing.
 fn queued_gso_socket(size: usize, count: usize, gro: bool) -> anyhow::Result<UdpSocket> {
-    let rx = receiving_socket()?;
+    let rx = receiving_socket(LOOPBACK)?;
     if gro {
         datapath::gateway::gso::enable_gro(rx.as_raw_fd()).context("UDP_GRO")?;
     }
@@ -301,13 +425,29 @@ pub(crate) fn pktinfo_addr(mut control: &[u8]) -> Option<[u8; 4]> {
     None
 }
 
-/// Whether one received datagram is what was queued: full payload, a 127.0.0.1 `sockaddr_in` name, pktinfo.
-pub(crate) fn datagram_ok(name: &[u8], control: &[u8], payload_len: usize, size: usize) -> bool {
+/// What every queued datagram must look like when received: its payload length, its source address and the
+/// destination its pktinfo names.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Expect {
+    pub(crate) size: usize,
+    pub(crate) from: [u8; 4],
+    pub(crate) to: [u8; 4],
+}
+
+impl Expect {
+    /// `size`-byte datagrams from 127.0.0.1 to 127.0.0.1.
+    pub(crate) const fn loopback(size: usize) -> Self {
+        Self { size, from: LOOPBACK, to: LOOPBACK }
+    }
+}
+
+/// Whether one received datagram is what was queued: full payload, the sender's `sockaddr_in` name, pktinfo.
+pub(crate) fn datagram_ok(name: &[u8], control: &[u8], payload_len: usize, expect: Expect) -> bool {
     let family = name.get(..2).map(|f| u16::from_ne_bytes([f[0], f[1]]));
-    payload_len == size
+    payload_len == expect.size
         && family == Some(libc::AF_INET as u16)
-        && name.get(4..8) == Some(&LOOPBACK[..])
-        && pktinfo_addr(control) == Some(LOOPBACK)
+        && name.get(4..8) == Some(&expect.from[..])
+        && pktinfo_addr(control) == Some(expect.to)
 }
 
 /// Name and control space of one message, aligned for the kernel's `cmsghdr` writes.
@@ -334,14 +474,14 @@ impl Slot {
         msg
     }
 
-    fn ok(&self, msg: &libc::msghdr, payload_len: usize, size: usize) -> bool {
+    fn ok(&self, msg: &libc::msghdr, payload_len: usize, expect: Expect) -> bool {
         let name = &self.name[..(msg.msg_namelen as usize).min(NAME_LEN)];
-        datagram_ok(name, &self.control[..msg.msg_controllen.min(CONTROL_LEN)], payload_len, size)
+        datagram_ok(name, &self.control[..msg.msg_controllen.min(CONTROL_LEN)], payload_len, expect)
     }
 }
 
 /// One `recvmsg` per datagram; returns how many datagrams failed [`datagram_ok`].
-fn drain_recvmsg(fd: RawFd, count: usize, size: usize) -> anyhow::Result<usize> {
+fn drain_recvmsg(fd: RawFd, count: usize, expect: Expect) -> anyhow::Result<usize> {
     let mut payload = vec![0u8; PAYLOAD_MAX];
     let mut slot = Slot::EMPTY;
     let mut bad = 0;
@@ -353,13 +493,13 @@ fn drain_recvmsg(fd: RawFd, count: usize, size: usize) -> anyhow::Result<usize> 
         if n < 0 {
             bail!("recvmsg after {got}: {}", io::Error::last_os_error());
         }
-        bad += usize::from(!slot.ok(&msg, n as usize, size));
+        bad += usize::from(!slot.ok(&msg, n as usize, expect));
     }
     Ok(bad)
 }
 
 /// `recvmmsg` in batches of `batch`; returns how many datagrams failed [`datagram_ok`].
-pub(crate) fn drain_recvmmsg(fd: RawFd, count: usize, size: usize, batch: usize) -> anyhow::Result<usize> {
+pub(crate) fn drain_recvmmsg(fd: RawFd, count: usize, expect: Expect, batch: usize) -> anyhow::Result<usize> {
     let mut payloads = vec![0u8; PAYLOAD_MAX * batch];
     let mut slots: Vec<Slot> = (0..batch).map(|_| Slot::EMPTY).collect();
     let mut iovs: Vec<libc::iovec> = payloads
@@ -384,7 +524,7 @@ pub(crate) fn drain_recvmmsg(fd: RawFd, count: usize, size: usize, batch: usize)
             bail!("recvmmsg after {got}: {}", io::Error::last_os_error());
         }
         for (m, slot) in msgs.iter().zip(&slots).take(n as usize) {
-            bad += usize::from(!slot.ok(&m.msg_hdr, m.msg_len as usize, size));
+            bad += usize::from(!slot.ok(&m.msg_hdr, m.msg_len as usize, expect));
         }
         got += n as usize;
     }
@@ -483,7 +623,7 @@ impl UringReceiver {
     }
 
     /// Multishot `RecvMsg` until `count` datagrams came, re-armed whenever a completion lacks `F_MORE`.
-    pub(crate) fn drain(&mut self, fd: RawFd, count: usize, size: usize) -> anyhow::Result<usize> {
+    pub(crate) fn drain(&mut self, fd: RawFd, count: usize, expect: Expect) -> anyhow::Result<usize> {
         // Multishot RecvMsg takes only the name and control lengths from this header; the kernel writes the
         // name, control and payload into each provided buffer behind an `io_uring_recvmsg_out`.
         let mut slot = Slot::EMPTY;
@@ -517,7 +657,7 @@ impl UringReceiver {
                 bad += usize::from(!match types::RecvMsgOut::parse(buf, &template) {
                     Ok(out) => {
                         !out.is_payload_truncated()
-                            && datagram_ok(out.name_data(), out.control_data(), out.payload_data().len(), size)
+                            && datagram_ok(out.name_data(), out.control_data(), out.payload_data().len(), expect)
                     }
                     Err(()) => false,
                 });

@@ -23,8 +23,8 @@ use super::compio_runtime;
 use crate::{
     report::median,
     udp_recv::{
-        CASES, CONTROL_LEN, LOOPBACK, PAYLOAD_MAX, UringReceiver, drain_recvmmsg, pin_to_current_core, pktinfo_addr,
-        queued_socket,
+        CASES, CONTROL_LEN, Expect, LOOPBACK, PAYLOAD_MAX, UringReceiver, drain_recvmmsg, pin_to_current_core,
+        pktinfo_addr, queued_socket,
     },
 };
 
@@ -82,13 +82,13 @@ fn drain(rt: &Runtime, receiver: Receiver, size: usize, count: usize) -> anyhow:
     let (bad, secs) = match receiver {
         Receiver::Recvmmsg => {
             let start = Instant::now();
-            let bad = drain_recvmmsg(rx.as_raw_fd(), count, size, MMSG_BATCH)?;
+            let bad = drain_recvmmsg(rx.as_raw_fd(), count, Expect::loopback(size), MMSG_BATCH)?;
             (bad, start.elapsed().as_secs_f64())
         }
         Receiver::RawMultishot => {
             let mut uring = UringReceiver::new()?;
             let start = Instant::now();
-            let bad = uring.drain(rx.as_raw_fd(), count, size)?;
+            let bad = uring.drain(rx.as_raw_fd(), count, Expect::loopback(size))?;
             (bad, start.elapsed().as_secs_f64())
         }
         Receiver::CompioMulti | Receiver::CompioRecvMsg => rt.block_on(drain_compio(rx, receiver, size, count))?,
