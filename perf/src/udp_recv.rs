@@ -23,8 +23,9 @@
 //!   `udp_recv_gateway_veth_uncoalesced_*`: the same with no coalescing, so every datagram is polled alone and
 //!   nothing merges. The datagrams per receive the gateway's receiver got go to stderr for every merged case.
 //!
-//! Every receiver must account for every datagram, each with its payload length, a 127.0.0.1 source name and a
-//! pktinfo control message naming 127.0.0.1, or the run fails: a broken receiver cannot look fast.
+//! Every receiver must account for every datagram, each with its payload length, the sender's address as its
+//! source name and a pktinfo control message naming the receiver's address, or the run fails: a broken receiver
+//! cannot look fast.
 
 use std::{
     io, mem,
