@@ -186,6 +186,31 @@ pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// Makes the link from `sender_if` (in `sender`) into `receiver_if` (in `receiver`) deliver a sender's single
+/// datagrams as a NIC under load does: the sender's side leaves checksum offload off, so datagrams arrive with
+/// their checksum filled in (GRO does not merge the checksum-pending datagrams of a local sender); the
+/// receiver's side has GRO on and polls with `gro_flush_timeout` = `coalesce_ns` and `napi_defer_hard_irqs` = 2,
+/// so its NAPI takes what arrived in that time at once (interrupt coalescing). With 0 every datagram is polled
+/// by itself, as a veth's NAPI runs in its sender's context.
+pub fn coalesce_like_a_nic(
+    sender: &Netns,
+    sender_if: &str,
+    receiver: &Netns,
+    receiver_if: &str,
+    coalesce_ns: u32,
+) -> io::Result<()> {
+    sender.run("ethtool", &["-K", sender_if, "tx", "off"])?;
+    receiver.run("ethtool", &["-K", receiver_if, "gro", "on"])?;
+    // `ip netns exec` mounts the namespace's own sysfs, where these per-device knobs live (`nsenter --net`
+    // keeps the caller's).
+    let knobs = format!(
+        "echo {coalesce_ns} > /sys/class/net/{receiver_if}/gro_flush_timeout && \
+         echo 2 > /sys/class/net/{receiver_if}/napi_defer_hard_irqs"
+    );
+    crate::netns::run_ok(std::process::Command::new("ip").args(["netns", "exec", receiver.name(), "sh", "-c", &knobs]))
+        .map(|_| ())
+}
+
 fn address(ns: &Netns, ifname: &str, v4: IpAddr, v6: IpAddr) -> io::Result<()> {
     ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", ifname])?;
     ns.ip(&["-6", "addr", "add", &format!("{v6}/64"), "dev", ifname, "nodad"])?;

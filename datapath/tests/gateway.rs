@@ -9,7 +9,12 @@ use std::{
     time::Duration,
 };
 
-use bench_lab::{daemon::Daemon, netns::Netns, proxies, skip_unless_root, topology::Topology};
+use bench_lab::{
+    daemon::Daemon,
+    netns::Netns,
+    proxies, skip_unless_root,
+    topology::{Topology, coalesce_like_a_nic},
+};
 
 fn dae() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_dae"))
@@ -747,10 +752,8 @@ enum ClientSends {
 /// (`dae run --udp-gro GRO`), each run in one GSO send or one datagram per send. The client's veth segments a
 /// GSO run (its peer runs XDP, so it offers no GSO); the gateway's LAN veth merges the train again (GRO with
 /// `rx-udp-gro-forwarding`, turned on here as an operator would: forwarded UDP is merged only then) before tc
-/// steers it to a worker's socket. For single sends the LAN veth also coalesces as a NIC does under load
-/// (`gro_flush_timeout` 20 us, `napi_defer_hard_irqs` 2: its NAPI takes what arrived in that time at once), and
-/// the client's veth fills in checksums as a NIC-received datagram has them (GRO does not merge the
-/// checksum-pending datagrams of a local sender). Asserts the server got every datagram intact and in order;
+/// steers it to a worker's socket. For single sends the client's link into the LAN veth delivers as a NIC under
+/// load does ([`coalesce_like_a_nic`], 20 us). Asserts the server got every datagram intact and in order;
 /// returns the daemon's stats.
 fn client_burst_through_gateway(sends: ClientSends, gro: &str, port: u16) -> serde_json::Value {
     let topo = Topology::client_gateway_server().unwrap();
@@ -767,17 +770,7 @@ fn client_burst_through_gateway(sends: ClientSends, gro: &str, port: u16) -> ser
         topo.gateway.output("ethtool", &["-K", &lan.gateway_if, "gro", "on", "rx-udp-gro-forwarding", "on"]).unwrap();
     assert!(gro_on.status.success(), "ethtool -K {} rx-udp-gro-forwarding on: {gro_on:?}", lan.gateway_if);
     if sends == ClientSends::OnePerSend {
-        lan.client.run("ethtool", &["-K", &lan.client_if, "tx", "off"]).unwrap();
-        let knobs = format!(
-            "echo 20000 > /sys/class/net/{0}/gro_flush_timeout && echo 2 > /sys/class/net/{0}/napi_defer_hard_irqs",
-            lan.gateway_if
-        );
-        // `ip netns exec` mounts the namespace's own sysfs, where the per-device knobs live.
-        let set = std::process::Command::new("ip")
-            .args(["netns", "exec", topo.gateway.name(), "sh", "-c", &knobs])
-            .output()
-            .unwrap();
-        assert!(set.status.success(), "{knobs}: {set:?}");
+        coalesce_like_a_nic(&lan.client, &lan.client_if, &topo.gateway, &lan.gateway_if, 20_000).unwrap();
     }
     lan.client
         .run_in(move || {

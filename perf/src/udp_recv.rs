@@ -31,7 +31,6 @@ use std::{
     io, mem,
     net::UdpSocket,
     os::fd::{AsRawFd, RawFd},
-    process::Command,
     ptr,
     sync::atomic::{AtomicU16, Ordering},
     time::{Duration, Instant},
@@ -41,8 +40,8 @@ use anyhow::{Context, bail, ensure};
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use bench_lab::{
-    netns::{Netns, PREFIX, run_ok, unique_id},
-    topology::veth,
+    netns::{Netns, PREFIX, unique_id},
+    topology::{coalesce_like_a_nic, veth},
 };
 
 use crate::report::{Figure, median};
@@ -260,12 +259,8 @@ fn drain_gateway(
     Ok(Drained { bad, receives })
 }
 
-/// A veth pair between two namespaces of its own: a sender's (`TX_ADDR`) and a receiver's (`RX_ADDR`). The
-/// sender's side leaves checksum offload off, so datagrams arrive with their checksum filled in as from a NIC
-/// (GRO does not merge the checksum-pending datagrams of a local sender); the receiver's side has GRO on and
-/// polls with `gro_flush_timeout` = the given coalescing time and `napi_defer_hard_irqs` = 2, so its NAPI
-/// takes what arrived in that time at once, as a NIC with interrupt coalescing does. With 0, every datagram
-/// is polled by itself (a veth's NAPI runs in its sender's context).
+/// A veth pair between two namespaces of its own, a sender's (`TX_ADDR`) and a receiver's (`RX_ADDR`), set up
+/// by [`coalesce_like_a_nic`] with the given coalescing time.
 struct VethLink {
     tx: Netns,
     rx: Netns,
@@ -284,14 +279,7 @@ impl VethLink {
         let addr = |a: [u8; 4]| format!("{}/24", std::net::Ipv4Addr::from(a));
         tx.ip(&["addr", "add", &addr(Self::TX_ADDR), "dev", &tx_if])?;
         rx.ip(&["addr", "add", &addr(Self::RX_ADDR), "dev", &rx_if])?;
-        tx.run("ethtool", &["-K", &tx_if, "tx", "off"])?;
-        rx.run("ethtool", &["-K", &rx_if, "gro", "on"])?;
-        // `ip netns exec` mounts the namespace's own sysfs, where these per-device knobs live.
-        let knobs = format!(
-            "echo {coalesce_ns} > /sys/class/net/{rx_if}/gro_flush_timeout && \
-             echo 2 > /sys/class/net/{rx_if}/napi_defer_hard_irqs"
-        );
-        run_ok(Command::new("ip").args(["netns", "exec", rx.name(), "sh", "-c", &knobs]))?;
+        coalesce_like_a_nic(&tx, &tx_if, &rx, &rx_if, coalesce_ns)?;
         Ok(Self { tx, rx, tx_if })
     }
 
