@@ -24,6 +24,7 @@ use datapath_abi::steer::{DEFAULT_DAEMON_MARK, DEFAULT_TPROXY_MARK, TPROXY_TABLE
 use crate::{
     attach::{Attacher, Roles, TcAttach, XdpAttach},
     clock::{self, monotonic_coarse_ns},
+    features::{LanGro, LanGroForwarding},
     flows,
     gateway::{self, Gateway, local::LocalSteering},
     links::{Framing, LinkCache, LinkChange, LinkTable},
@@ -64,6 +65,8 @@ pub struct RunOptions {
     pub udp_recv: gateway::udp::UdpRecv,
     /// Whether UDP session sockets ask for merged (GRO) receives.
     pub udp_gro: gateway::udp::UdpGro,
+    /// Whether LAN links get GRO forwarding turned on while attached (with `udp_gro` on only).
+    pub lan_gro_forwarding: LanGroForwarding,
 }
 
 struct Control {
@@ -91,6 +94,8 @@ struct Control {
     /// The device gateway-originated proxied flows are steered through.
     local: Option<LocalSteering>,
     lo: u32,
+    /// GRO forwarding turned on for LAN links (`None`: device features are left alone).
+    lan_gro: Option<LanGro>,
 }
 
 /// Raises the soft limit on open files to the hard one: every relayed connection holds two sockets and a pipe
@@ -201,6 +206,8 @@ pub async fn run(validated: Validated, opts: RunOptions) -> anyhow::Result<()> {
         gateway,
         local,
         lo,
+        lan_gro: (opts.lan_gro_forwarding == LanGroForwarding::On && opts.udp_gro == gateway::udp::UdpGro::On)
+            .then(LanGro::default),
     };
     control.publish(compiled)?;
     control.refresh_auto_wan().await;
@@ -535,6 +542,9 @@ impl Control {
             {
                 debug!(iface = %gone.name, error = %e, "removing our clsact");
             }
+            if let Some(lan_gro) = &mut self.lan_gro {
+                lan_gro.restore(ifindex, table.get(ifindex).is_some());
+            }
         }
         for (&index, &roles) in &desired {
             let Some(link) = table.get(index) else { continue };
@@ -542,22 +552,34 @@ impl Control {
                 Some(att) => {
                     if att.name != link.name {
                         self.attacher.renamed(index, link.name.clone());
+                        if let Some(lan_gro) = &mut self.lan_gro {
+                            lan_gro.renamed(index, &link.name);
+                        }
                     }
                     let check = verify == Verify::All || verify == Verify::One(index);
                     if check && !self.still_attached(index).await {
                         warn!(iface = %link.name, "programs no longer attached (link flap?); re-attaching");
                         self.attacher.detach(index);
-                        if let Err(e) = self.attacher.attach(link, roles) {
-                            error!(error = %e, "re-attach failed");
+                        match self.attacher.attach(link, roles) {
+                            Ok(()) => self.enable_lan_gro(link, roles),
+                            Err(e) => error!(error = %e, "re-attach failed"),
                         }
                     }
                 }
-                None => {
-                    if let Err(e) = self.attacher.attach(link, roles) {
-                        error!(error = %e, "attach failed");
-                    }
-                }
+                None => match self.attacher.attach(link, roles) {
+                    Ok(()) => self.enable_lan_gro(link, roles),
+                    Err(e) => error!(error = %e, "attach failed"),
+                },
             }
+        }
+    }
+
+    /// Turns GRO forwarding on for a LAN link just attached (when `dae run` does that at all).
+    fn enable_lan_gro(&mut self, link: &crate::links::Link, roles: Roles) {
+        if let Some(lan_gro) = &mut self.lan_gro
+            && roles.lan
+        {
+            lan_gro.enable(link.index, &link.name);
         }
     }
 
@@ -589,6 +611,12 @@ impl Control {
                 && let Err(e) = netlink::delete_clsact(&self.handle, ifindex).await
             {
                 debug!(iface = %gone.name, error = %e, "removing our clsact");
+            }
+        }
+        if let Some(mut lan_gro) = self.lan_gro.take() {
+            let table = self.cache.snapshot();
+            for ifindex in lan_gro.links() {
+                lan_gro.restore(ifindex, table.get(ifindex).is_some());
             }
         }
     }

@@ -8,6 +8,7 @@ use datapath::{
     attach::{TcAttach, XdpAttach},
     clock::monotonic_coarse_ns,
     daemon::{self, RunOptions},
+    features::LanGroForwarding,
     flows::{FlowRow, render_table},
     gateway::udp::{UdpGro, UdpRecv},
     links::LinkCache,
@@ -53,6 +54,11 @@ enum Command {
         /// merged by the receiving device, is read at once and sent back in one GSO send) or `off`.
         #[arg(long, value_enum, default_value = "on", env = "DAE_UDP_GRO")]
         udp_gro: UdpGro,
+        /// Whether LAN interfaces get `rx-gro` and `rx-udp-gro-forwarding` turned on while attached (restored on
+        /// detach and exit): `on` (a NIC's poll merges a client's train of datagrams, which the workers then read
+        /// in one receive; only with `--udp-gro on`) or `off` (device features are left alone).
+        #[arg(long, value_enum, default_value = "on", env = "DAE_LAN_GRO_FORWARDING")]
+        lan_gro_forwarding: LanGroForwarding,
     },
     /// Check a configuration: print OK (and warnings) or every error, exit 0 or 1.
     Validate {
@@ -121,7 +127,16 @@ fn main() -> ExitCode {
 fn dispatch(command: Command) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match command {
-        Command::Run { config, instance, tc_attach, xdp_mode, flow_table_size, udp_recv, udp_gro } => {
+        Command::Run {
+            config,
+            instance,
+            tc_attach,
+            xdp_mode,
+            flow_table_size,
+            udp_recv,
+            udp_gro,
+            lan_gro_forwarding,
+        } => {
             daemon::require_privileges()?;
             let validated = match &config {
                 Some(path) => config::validate(path),
@@ -145,6 +160,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 flow_table_entries: flow_table_size,
                 udp_recv,
                 udp_gro,
+                lan_gro_forwarding,
             };
             rt.block_on(daemon::run(validated, opts))
         }
