@@ -211,6 +211,21 @@ pub fn coalesce_like_a_nic(
         .map(|_| ())
 }
 
+/// `(rx-gro, rx-udp-gro-forwarding)` of `ifname` in `ns`, as `ethtool -k` reports them (it calls rx-gro
+/// `generic-receive-offload`).
+pub fn gro_features(ns: &Netns, ifname: &str) -> io::Result<(bool, bool)> {
+    let out = ns.run("ethtool", &["-k", ifname])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let on = |feature: &str| -> io::Result<bool> {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{feature}:")))
+            .ok_or_else(|| io::Error::other(format!("ethtool -k {ifname} has no {feature}: {text}")))?;
+        Ok(line.split_whitespace().nth(1) == Some("on"))
+    };
+    Ok((on("generic-receive-offload")?, on("rx-udp-gro-forwarding")?))
+}
+
 fn address(ns: &Netns, ifname: &str, v4: IpAddr, v6: IpAddr) -> io::Result<()> {
     ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", ifname])?;
     ns.ip(&["-6", "addr", "add", &format!("{v6}/64"), "dev", ifname, "nodad"])?;

@@ -13,7 +13,7 @@ use bench_lab::{
     daemon::Daemon,
     netns::Netns,
     proxies, skip_unless_root,
-    topology::{Topology, coalesce_like_a_nic},
+    topology::{Topology, coalesce_like_a_nic, gro_features},
 };
 
 fn dae() -> PathBuf {
@@ -748,14 +748,22 @@ enum ClientSends {
     OnePerSend,
 }
 
+/// What [`client_burst_through_gateway`] saw.
+struct Burst {
+    /// `dae stats` once every datagram was forwarded.
+    stats: serde_json::Value,
+    /// The gateway LAN veth's [`gro_features`] before `dae run`, while it ran, and after it exited.
+    lan_gro: [(bool, bool); 3],
+}
+
 /// A client sends [`REPLY_BURST`] datagrams (the reply burst's) through the gateway in runs of [`REPLY_RUN`]
-/// (`dae run --udp-gro GRO`), each run in one GSO send or one datagram per send. The client's veth segments a
-/// GSO run (its peer runs XDP, so it offers no GSO); the gateway's LAN veth merges the train again (GRO with
-/// `rx-udp-gro-forwarding`, turned on here as an operator would: forwarded UDP is merged only then) before tc
-/// steers it to a worker's socket. For single sends the client's link into the LAN veth delivers as a NIC under
-/// load does ([`coalesce_like_a_nic`], 20 us). Asserts the server got every datagram intact and in order;
-/// returns the daemon's stats.
-fn client_burst_through_gateway(sends: ClientSends, gro: &str, port: u16) -> serde_json::Value {
+/// (`dae run` with `args`), each run in one GSO send or one datagram per send. The client's veth segments a GSO
+/// run (its peer runs XDP, so it offers no GSO); the gateway's LAN veth merges the train again (GRO with
+/// `rx-udp-gro-forwarding`, which `dae run` turns on for its LAN links: forwarded UDP is merged only then)
+/// before tc steers it to a worker's socket. For single sends the client's link into the LAN veth delivers as
+/// a NIC under load does ([`coalesce_like_a_nic`], 20 us). Asserts the server got every datagram intact and in
+/// order.
+fn client_burst_through_gateway(sends: ClientSends, args: &[&str], port: u16) -> Burst {
     let topo = Topology::client_gateway_server().unwrap();
     let lan = topo.lan();
     let to = SocketAddr::new(IpAddr::from(topo.server_v4), port);
@@ -765,13 +773,12 @@ fn client_burst_through_gateway(sends: ClientSends, gro: &str, port: u16) -> ser
          group {{\n  proxy {{\n    policy: fixed(0)\n  }}\n}}\nrouting {{\n  dport({port}) -> proxy\n  fallback: direct\n}}\n",
         lan.gateway_if, topo.wan_if
     );
-    let daemon = Daemon::start(&dae(), &topo.gateway, &config, &["--udp-gro", gro]).unwrap();
-    let gro_on =
-        topo.gateway.output("ethtool", &["-K", &lan.gateway_if, "gro", "on", "rx-udp-gro-forwarding", "on"]).unwrap();
-    assert!(gro_on.status.success(), "ethtool -K {} rx-udp-gro-forwarding on: {gro_on:?}", lan.gateway_if);
     if sends == ClientSends::OnePerSend {
         coalesce_like_a_nic(&lan.client, &lan.client_if, &topo.gateway, &lan.gateway_if, 20_000).unwrap();
     }
+    let before = gro_features(&topo.gateway, &lan.gateway_if).unwrap();
+    let mut daemon = Daemon::start(&dae(), &topo.gateway, &config, args).unwrap();
+    let during = gro_features(&topo.gateway, &lan.gateway_if).unwrap();
     lan.client
         .run_in(move || {
             let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
@@ -803,10 +810,12 @@ fn client_burst_through_gateway(sends: ClientSends, gro: &str, port: u16) -> ser
     }
     assert_eq!(stats["udp_forwarded"], REPLY_BURST as u64, "{stats}");
     // Runs queued whole (GSO runs split on arrival, or merged receives) leave in GSO sends.
-    if sends == ClientSends::Gso || gro == "on" {
+    if sends == ClientSends::Gso || stats["udp_steer_gro_receives"].as_u64().unwrap() > 0 {
         assert!(stats["udp_gso_sends"].as_u64().unwrap() >= 1, "runs left in GSO sends: {stats}");
     }
-    stats
+    assert!(daemon.stop().unwrap().success(), "{}", daemon.log());
+    let after = gro_features(&topo.gateway, &lan.gateway_if).unwrap();
+    Burst { stats, lan_gro: [before, during, after] }
 }
 
 #[test]
@@ -814,11 +823,13 @@ fn a_clients_gso_runs_are_read_merged_and_reach_the_server_intact_and_in_order()
     if skip_unless_root("a_clients_gso_runs_are_read_merged_and_reach_the_server_intact_and_in_order") {
         return;
     }
-    let stats = client_burst_through_gateway(ClientSends::Gso, "on", 5563);
+    let burst = client_burst_through_gateway(ClientSends::Gso, &[], 5563);
     // 301 datagrams in 7 GSO sends: each of the six runs of 50 is one merged receive (or a few, if a train was
     // taken by more than one NAPI poll); the last send is a single datagram.
-    let merged = stats["udp_steer_gro_receives"].as_u64().unwrap();
-    assert!(merged >= 1, "the client's runs came merged: {stats}");
+    let merged = burst.stats["udp_steer_gro_receives"].as_u64().unwrap();
+    assert!(merged >= 1, "the client's runs came merged: {}", burst.stats);
+    // A veth starts with GRO off: `dae run` turned both on while it ran and put both back on exit.
+    assert_eq!(burst.lan_gro, [(false, false), (true, true), (false, false)]);
 }
 
 #[test]
@@ -826,8 +837,10 @@ fn with_udp_gro_off_a_clients_gso_runs_are_read_as_single_datagrams_intact_and_i
     if skip_unless_root("with_udp_gro_off_a_clients_gso_runs_are_read_as_single_datagrams_intact_and_in_order") {
         return;
     }
-    let stats = client_burst_through_gateway(ClientSends::Gso, "off", 5564);
-    assert_eq!(stats["udp_steer_gro_receives"], 0, "{stats}");
+    let burst = client_burst_through_gateway(ClientSends::Gso, &["--udp-gro", "off"], 5564);
+    assert_eq!(burst.stats["udp_steer_gro_receives"], 0, "{}", burst.stats);
+    // Without merged receives the devices are left alone.
+    assert_eq!(burst.lan_gro, [(false, false); 3]);
 }
 
 #[test]
@@ -837,11 +850,13 @@ fn a_clients_single_sends_merged_by_a_coalescing_lan_are_read_merged_and_reach_t
     ) {
         return;
     }
-    let stats = client_burst_through_gateway(ClientSends::OnePerSend, "on", 5565);
+    let burst = client_burst_through_gateway(ClientSends::OnePerSend, &[], 5565);
     // Six runs of 50 sent back to back, then one short datagram: each run reaches the LAN veth within a few of
     // its coalescing periods, so at least one NAPI poll merges part of a run.
-    let merged = stats["udp_steer_gro_receives"].as_u64().unwrap();
-    assert!(merged >= 1, "the client's single sends came merged: {stats}");
+    let merged = burst.stats["udp_steer_gro_receives"].as_u64().unwrap();
+    assert!(merged >= 1, "the client's single sends came merged: {}", burst.stats);
+    // GRO was on already (the coalescing link): only rx-udp-gro-forwarding was turned on, and only it goes off.
+    assert_eq!(burst.lan_gro, [(true, false), (true, true), (true, false)]);
 }
 
 #[test]
@@ -849,8 +864,20 @@ fn with_udp_gro_off_a_clients_single_sends_are_read_as_single_datagrams_intact_a
     if skip_unless_root("with_udp_gro_off_a_clients_single_sends_are_read_as_single_datagrams_intact_and_in_order") {
         return;
     }
-    let stats = client_burst_through_gateway(ClientSends::OnePerSend, "off", 5566);
-    assert_eq!(stats["udp_steer_gro_receives"], 0, "{stats}");
+    let burst = client_burst_through_gateway(ClientSends::OnePerSend, &["--udp-gro", "off"], 5566);
+    assert_eq!(burst.stats["udp_steer_gro_receives"], 0, "{}", burst.stats);
+}
+
+#[test]
+fn with_lan_gro_forwarding_off_a_coalescing_lan_merges_nothing_and_every_datagram_still_arrives() {
+    if skip_unless_root("with_lan_gro_forwarding_off_a_coalescing_lan_merges_nothing_and_every_datagram_still_arrives")
+    {
+        return;
+    }
+    let burst = client_burst_through_gateway(ClientSends::OnePerSend, &["--lan-gro-forwarding", "off"], 5567);
+    // The sockets ask for merged receives, but forwarded UDP is merged only with rx-udp-gro-forwarding.
+    assert_eq!(burst.stats["udp_steer_gro_receives"], 0, "{}", burst.stats);
+    assert_eq!(burst.lan_gro, [(true, false); 3]);
 }
 
 /// Datagrams of the reply burst: runs of [`REPLY_RUN`] same-size datagrams and a short last one.

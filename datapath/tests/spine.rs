@@ -13,7 +13,7 @@ use bench_lab::{
     daemon::{Daemon, new_instance_name},
     netns::Netns,
     skip_unless_root,
-    topology::Topology,
+    topology::{Topology, gro_features},
     traffic::{ping, tcp_echo, tcp_roundtrip, udp_echo, udp_roundtrip},
 };
 use serde_json::Value;
@@ -271,6 +271,42 @@ fn clean_exit_leaves_no_filter_link_or_pin() {
         let qdiscs = topo.gateway.output("tc", &["qdisc", "show", "dev", &lan_if]).unwrap();
         assert!(!String::from_utf8_lossy(&qdiscs.stdout).contains("clsact"), "{mode}: our clsact removed");
     }
+}
+
+#[test]
+fn a_lan_link_has_gro_forwarding_while_attached_and_gets_its_own_features_back_on_detach_and_exit() {
+    if skip_unless_root(
+        "a_lan_link_has_gro_forwarding_while_attached_and_gets_its_own_features_back_on_detach_and_exit",
+    ) {
+        return;
+    }
+    let topo = Topology::client_gateway_server().unwrap();
+    let lan_if = topo.lan().gateway_if.clone();
+    // A veth starts with GRO off; the WAN link is left as it is whatever it has.
+    assert_eq!(gro_features(&topo.gateway, &lan_if).unwrap(), (false, false));
+    let wan_before = gro_features(&topo.gateway, &topo.wan_if).unwrap();
+    let mut daemon = start(&topo, &[]);
+    assert_eq!(gro_features(&topo.gateway, &lan_if).unwrap(), (true, true), "{}", daemon.log());
+    assert_eq!(gro_features(&topo.gateway, &topo.wan_if).unwrap(), wan_before);
+
+    // A reload that makes it no LAN any more detaches it: its features go back while dae runs on.
+    daemon.rewrite_config(&config(&[], &[&topo.wan_if])).unwrap();
+    let out = daemon.cli_output(&["reload"]).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        eventually(LINK_EVENT_BOUND, || gro_features(&topo.gateway, &lan_if).unwrap() == (false, false)),
+        "{}",
+        daemon.log()
+    );
+    daemon.rewrite_config(&config(&[&lan_if], &[&topo.wan_if])).unwrap();
+    let out = daemon.cli_output(&["reload"]).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(eventually(LINK_EVENT_BOUND, || gro_features(&topo.gateway, &lan_if).unwrap() == (true, true)));
+
+    let status = daemon.stop().unwrap();
+    assert!(status.success(), "{status}: {}", daemon.log());
+    assert_eq!(gro_features(&topo.gateway, &lan_if).unwrap(), (false, false), "restored on exit");
+    assert_eq!(gro_features(&topo.gateway, &topo.wan_if).unwrap(), wan_before);
 }
 
 #[test]
