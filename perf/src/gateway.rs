@@ -350,6 +350,8 @@ fn bench_with(dae: &Path) -> anyhow::Result<Vec<Figure>> {
     let (mut gro_on, mut gro_off) = (Vec::new(), Vec::new());
     let (mut gso_gro_on, mut gso_gro_off) = (Vec::new(), Vec::new());
     // The same for forwarded UDP on the LAN side: merged only with rx-udp-gro-forwarding (off by default).
+    // `dae run --udp-gro on` turns it on itself; set here so the `--udp-gro off` daemon and the direct path see
+    // the same device (a daemon finding it on changes and restores nothing).
     let args = ["-K", lan.gateway_if.as_str(), "gro", "on", "rx-udp-gro-forwarding", "on"];
     let lan_gro = topo.gateway.output("ethtool", &args)?;
     anyhow::ensure!(lan_gro.status.success(), "ethtool -K {} rx-udp-gro-forwarding on: {lan_gro:?}", lan.gateway_if);
