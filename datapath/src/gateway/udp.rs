@@ -628,6 +628,15 @@ impl UdpRelay {
             let socket = reply_socket(from)?;
             socket.set_nonblocking(true)?;
             socket.connect(in_family_of(from, to))?;
+            // Nothing is read here (tc hands the client's datagrams to the steering socket), but a device's GRO
+            // looks a datagram's addresses up and finds this socket, bound to the remote and connected to the
+            // client; one that does not ask for merged receives stops GRO from merging the flow's train, so a
+            // flow that got a reply would reach the steering socket one datagram at a time again.
+            if self.cx.udp_gro == UdpGro::On
+                && let Err(e) = gso::enable_gro(socket.as_raw_fd())
+            {
+                debug!(error = %e, "UDP_GRO refused on a reply socket: the client's datagrams arrive one by one");
+            }
             sockets.insert(key, socket);
         }
         send(sockets[&key].as_raw_fd())
