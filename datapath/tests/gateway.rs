@@ -680,6 +680,9 @@ fn a_sniffed_quic_name_routes_the_udp_flow() {
 
 /// A UDP server in `ns` on `to` that keeps every datagram it receives, in order. Its buffer holds a whole burst
 /// (the default, ~208 KB, overflows when parallel tests keep the receiving thread off the CPU).
+/// What a client sends [`collecting_server`] to be answered (the datagram is not collected).
+const HELLO: &[u8] = b"hello";
+
 fn collecting_server(ns: &Netns, to: SocketAddr) -> std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>> {
     let socket = ns.run_in(move || UdpSocket::bind(to)).unwrap().unwrap();
     dns::service::sys::size_receive_buffer(std::os::fd::AsRawFd::as_raw_fd(&socket), 8 << 20);
@@ -687,7 +690,11 @@ fn collecting_server(ns: &Netns, to: SocketAddr) -> std::sync::Arc<std::sync::Mu
     let sink = std::sync::Arc::clone(&received);
     std::thread::spawn(move || {
         let mut buf = [0u8; 2048];
-        while let Ok((n, _)) = socket.recv_from(&mut buf) {
+        while let Ok((n, peer)) = socket.recv_from(&mut buf) {
+            if buf[..n] == *HELLO {
+                let _ = socket.send_to(b"hi", peer);
+                continue;
+            }
             sink.lock().unwrap().push(buf[..n].to_vec());
         }
     });
@@ -761,9 +768,10 @@ struct Burst {
 /// run (its peer runs XDP, so it offers no GSO); the gateway's LAN veth merges the train again (GRO with
 /// `rx-udp-gro-forwarding`, which `dae run` turns on for its LAN links: forwarded UDP is merged only then)
 /// before tc steers it to a worker's socket. For single sends the client's link into the LAN veth delivers as
-/// a NIC under load does ([`coalesce_like_a_nic`], 20 us). Asserts the server got every datagram intact and in
-/// order.
-fn client_burst_through_gateway(sends: ClientSends, args: &[&str], port: u16) -> Burst {
+/// a NIC under load does ([`coalesce_like_a_nic`], 20 us). With `answered`, the client first gets an answer from
+/// the server, so the gateway holds a reply socket for the flow, as for most flows (QUIC); without, the flow is
+/// one-way. Asserts the server got every datagram intact and in order.
+fn client_burst_through_gateway(sends: ClientSends, answered: bool, args: &[&str], port: u16) -> Burst {
     let topo = Topology::client_gateway_server().unwrap();
     let lan = topo.lan();
     let to = SocketAddr::new(IpAddr::from(topo.server_v4), port);
@@ -783,6 +791,14 @@ fn client_burst_through_gateway(sends: ClientSends, args: &[&str], port: u16) ->
         .run_in(move || {
             let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
             let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
+            // A flow with an answer, as most are (QUIC): the gateway now holds a reply socket for it, which the
+            // LAN device's GRO finds when it looks the client's datagrams up.
+            if answered {
+                socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                socket.send_to(HELLO, to).unwrap();
+                let mut answer = [0u8; 16];
+                assert_eq!(socket.recv_from(&mut answer).unwrap().0, 2, "the server's answer came back");
+            }
             let all: Vec<Vec<u8>> = (0..REPLY_BURST).map(reply_datagram).collect();
             for run in all.chunks(REPLY_RUN) {
                 match sends {
@@ -803,12 +819,13 @@ fn client_burst_through_gateway(sends: ClientSends, args: &[&str], port: u16) ->
         std::thread::sleep(Duration::from_millis(50));
     }
     let got = received.lock().unwrap().clone();
-    let stats = stats_when(&daemon, "udp_forwarded", REPLY_BURST as u64);
+    let forwarded = (REPLY_BURST + usize::from(answered)) as u64;
+    let stats = stats_when(&daemon, "udp_forwarded", forwarded);
     assert_eq!(got.len(), REPLY_BURST, "every datagram arrived once: {stats}");
     for (i, payload) in got.iter().enumerate() {
         assert_eq!(payload, &reply_datagram(i), "datagram {i} intact and in order");
     }
-    assert_eq!(stats["udp_forwarded"], REPLY_BURST as u64, "{stats}");
+    assert_eq!(stats["udp_forwarded"], forwarded, "{stats}");
     // Runs queued whole (GSO runs split on arrival, or merged receives) leave in GSO sends.
     if sends == ClientSends::Gso || stats["udp_steer_gro_receives"].as_u64().unwrap() > 0 {
         assert!(stats["udp_gso_sends"].as_u64().unwrap() >= 1, "runs left in GSO sends: {stats}");
@@ -823,7 +840,7 @@ fn a_clients_gso_runs_are_read_merged_and_reach_the_server_intact_and_in_order()
     if skip_unless_root("a_clients_gso_runs_are_read_merged_and_reach_the_server_intact_and_in_order") {
         return;
     }
-    let burst = client_burst_through_gateway(ClientSends::Gso, &[], 5563);
+    let burst = client_burst_through_gateway(ClientSends::Gso, true, &[], 5563);
     // 301 datagrams in 7 GSO sends: each of the six runs of 50 is one merged receive (or a few, if a train was
     // taken by more than one NAPI poll); the last send is a single datagram.
     let merged = burst.stats["udp_steer_gro_receives"].as_u64().unwrap();
@@ -837,7 +854,7 @@ fn with_udp_gro_off_a_clients_gso_runs_are_read_as_single_datagrams_intact_and_i
     if skip_unless_root("with_udp_gro_off_a_clients_gso_runs_are_read_as_single_datagrams_intact_and_in_order") {
         return;
     }
-    let burst = client_burst_through_gateway(ClientSends::Gso, &["--udp-gro", "off"], 5564);
+    let burst = client_burst_through_gateway(ClientSends::Gso, true, &["--udp-gro", "off"], 5564);
     assert_eq!(burst.stats["udp_steer_gro_receives"], 0, "{}", burst.stats);
     // Without merged receives the devices are left alone.
     assert_eq!(burst.lan_gro, [(false, false); 3]);
@@ -850,7 +867,7 @@ fn a_clients_single_sends_merged_by_a_coalescing_lan_are_read_merged_and_reach_t
     ) {
         return;
     }
-    let burst = client_burst_through_gateway(ClientSends::OnePerSend, &[], 5565);
+    let burst = client_burst_through_gateway(ClientSends::OnePerSend, true, &[], 5565);
     // Six runs of 50 sent back to back, then one short datagram: each run reaches the LAN veth within a few of
     // its coalescing periods, so at least one NAPI poll merges part of a run.
     let merged = burst.stats["udp_steer_gro_receives"].as_u64().unwrap();
@@ -864,19 +881,41 @@ fn with_udp_gro_off_a_clients_single_sends_are_read_as_single_datagrams_intact_a
     if skip_unless_root("with_udp_gro_off_a_clients_single_sends_are_read_as_single_datagrams_intact_and_in_order") {
         return;
     }
-    let burst = client_burst_through_gateway(ClientSends::OnePerSend, &["--udp-gro", "off"], 5566);
+    let burst = client_burst_through_gateway(ClientSends::OnePerSend, true, &["--udp-gro", "off"], 5566);
     assert_eq!(burst.stats["udp_steer_gro_receives"], 0, "{}", burst.stats);
 }
 
 #[test]
-fn with_lan_gro_forwarding_off_a_coalescing_lan_merges_nothing_and_every_datagram_still_arrives() {
-    if skip_unless_root("with_lan_gro_forwarding_off_a_coalescing_lan_merges_nothing_and_every_datagram_still_arrives")
-    {
+fn a_one_way_flows_single_sends_are_merged_by_the_gro_forwarding_dae_turns_on() {
+    if skip_unless_root("a_one_way_flows_single_sends_are_merged_by_the_gro_forwarding_dae_turns_on") {
         return;
     }
-    let burst = client_burst_through_gateway(ClientSends::OnePerSend, &["--lan-gro-forwarding", "off"], 5567);
-    // The sockets ask for merged receives, but forwarded UDP is merged only with rx-udp-gro-forwarding.
+    // No answer, so no reply socket: forwarded UDP with no local socket is merged only with the feature.
+    let burst = client_burst_through_gateway(ClientSends::OnePerSend, false, &[], 5567);
+    let merged = burst.stats["udp_steer_gro_receives"].as_u64().unwrap();
+    assert!(merged >= 1, "the client's single sends came merged: {}", burst.stats);
+}
+
+#[test]
+fn with_lan_gro_forwarding_off_a_one_way_flow_is_not_merged_and_every_datagram_still_arrives() {
+    if skip_unless_root("with_lan_gro_forwarding_off_a_one_way_flow_is_not_merged_and_every_datagram_still_arrives") {
+        return;
+    }
+    let burst = client_burst_through_gateway(ClientSends::OnePerSend, false, &["--lan-gro-forwarding", "off"], 5568);
     assert_eq!(burst.stats["udp_steer_gro_receives"], 0, "{}", burst.stats);
+    assert_eq!(burst.lan_gro, [(true, false); 3]);
+}
+
+#[test]
+fn with_lan_gro_forwarding_off_an_answered_flow_is_still_merged_as_its_reply_socket_asks() {
+    if skip_unless_root("with_lan_gro_forwarding_off_an_answered_flow_is_still_merged_as_its_reply_socket_asks") {
+        return;
+    }
+    // GRO finds the flow's reply socket (bound to the server, connected to the client); it asks for merged
+    // receives, so GRO merges the train though the device does not merge forwarded UDP.
+    let burst = client_burst_through_gateway(ClientSends::OnePerSend, true, &["--lan-gro-forwarding", "off"], 5569);
+    let merged = burst.stats["udp_steer_gro_receives"].as_u64().unwrap();
+    assert!(merged >= 1, "the client's single sends came merged: {}", burst.stats);
     assert_eq!(burst.lan_gro, [(true, false); 3]);
 }
 
