@@ -19,6 +19,9 @@
 //!   run, its peer running XDP; the LAN veth merges the train again, as a NIC does with that setting).
 //! - `gateway_udp_gso_relay_gbps`, `gateway_udp_gso_relay_cores_per_gbps`: that sender relayed (GRO on) against
 //!   the direct routed path with the same LAN settings (the kernel forwards the merged train whole).
+//! - `gateway_udp_coalesced_lan_gro_gbps`, `..._cores_per_gbps`: iperf3 (one datagram per send) relayed
+//!   through a LAN link that coalesces as a NIC under load does, `dae run`'s defaults (merged receives) against
+//!   `--udp-gro off`, alternating; the merged receives go to stderr.
 //! - `gateway_tcp_*_cores_per_gbps`: CPU cores busy per Gbit/s, counted from `/proc/stat` over the run (user,
 //!   system, irq and softirq of the whole machine: client, gateway, proxy and server share it), so softirq work
 //!   is included, not only the daemon's process time.
@@ -43,11 +46,14 @@ use anyhow::Context;
 use bench_lab::{
     daemon::{Daemon, process_cpu},
     proxies,
-    topology::Topology,
+    topology::{Topology, coalesce_like_a_nic},
     traffic::{iperf3_client, iperf3_server},
 };
 
-use crate::report::{Figure, median};
+use crate::{
+    report::{Figure, median},
+    udp_recv::COALESCE_NS,
+};
 
 const ROUNDS: usize = 3;
 const SECONDS: u32 = 4;
@@ -259,6 +265,36 @@ fn dae() -> anyhow::Result<PathBuf> {
     Ok(dae)
 }
 
+/// Per run: (Gbit/s, cores busy per Gbit/s).
+type Runs = Vec<(f64, f64)>;
+
+/// iperf3's single sends relayed through a LAN link that delivers as a NIC under load does
+/// ([`coalesce_like_a_nic`], [`COALESCE_NS`]): `dae run` with its defaults (the LAN veth's GRO merges the
+/// flow's trains, and the steering sockets read them merged) against `--udp-gro off` (every datagram steered
+/// and read by itself), alternating, [`ROUNDS`] each. Runs last: the link set-up (checksum offload off on the
+/// client's veth) stays for the topology's life.
+fn coalesced_lan_runs(dae: &Path, topo: &Topology, config: &str) -> anyhow::Result<(Runs, Runs)> {
+    let lan = topo.lan();
+    coalesce_like_a_nic(&lan.client, &lan.client_if, &topo.gateway, &lan.gateway_if, COALESCE_NS)?;
+    // The GSO runs above turned it on by hand; each daemon here finds it off.
+    let off = topo.gateway.output("ethtool", &["-K", &lan.gateway_if, "rx-udp-gro-forwarding", "off"])?;
+    anyhow::ensure!(off.status.success(), "ethtool -K {} rx-udp-gro-forwarding off: {off:?}", lan.gateway_if);
+    let (mut on_runs, mut off_runs) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        for (gro, runs) in [("on", &mut on_runs), ("off", &mut off_runs)] {
+            let mut daemon = Daemon::start(dae, &topo.gateway, config, &["--udp-gro", gro])?;
+            runs.push(udp_run(topo, &format!("coalescing LAN, udp-gro {gro}"), RELAY_PORT, UDP_ARGS)?);
+            let stats = daemon.stats()?;
+            eprintln!(
+                "gateway: coalescing LAN, udp-gro {gro}: udp_steer_gro_receives {} udp_forwarded {} udp_gso_sends {}",
+                stats["udp_steer_gro_receives"], stats["udp_forwarded"], stats["udp_gso_sends"]
+            );
+            daemon.stop()?;
+        }
+    }
+    Ok((on_runs, off_runs))
+}
+
 /// Runs the gateway benchmarks.
 pub fn bench() -> anyhow::Result<Vec<Figure>> {
     bench_with(&dae()?)
@@ -395,6 +431,7 @@ fn bench_with(dae: &Path) -> anyhow::Result<Vec<Figure>> {
             daemon.stop()?;
         }
     }
+    let (coalesced_on, coalesced_off) = coalesced_lan_runs(dae, &topo, &config)?;
     let med =
         |runs: &[(f64, f64)], pick: fn(&(f64, f64)) -> f64| median(&mut runs.iter().map(pick).collect::<Vec<_>>());
     let figure = |name: &str, value: f64, unit: &'static str, baseline: f64| Figure {
@@ -420,6 +457,7 @@ fn bench_with(dae: &Path) -> anyhow::Result<Vec<Figure>> {
     figures.extend(pair("gateway_udp_gso_reply_gro", &gso_gro_on, &gso_gro_off));
     figures.extend(pair("gateway_udp_gso_relay_gro", &fwd_gro_on, &fwd_gro_off));
     figures.extend(pair("gateway_udp_gso_relay", &fwd_gro_on, &fwd_direct));
+    figures.extend(pair("gateway_udp_coalesced_lan_gro", &coalesced_on, &coalesced_off));
     figures.push(figure("dae_rss_after_load_mib", loaded_rss / 1024.0, "MiB", idle_rss / 1024.0));
     Ok(figures)
 }
