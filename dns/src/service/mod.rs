@@ -98,8 +98,8 @@ pub struct Options {
     /// gateway never steers its own queries. [`Options::for_config`] takes `global.so_mark_from_dae`.
     pub mark: u32,
     /// Longest pause of interrupt moderation: under load (over 5,000 queries/s) a worker that woke for fewer
-    /// than 8 datagrams pauses until about 8 more have queued, at most this long (16 and twice this long when no
-    /// query waits on an upstream), plus the thread's timer slack, 50 µs; an idle worker and one whose wake-ups
+    /// than 8 datagrams pauses until about 8 more have queued, at most this long (24 and three times this long when
+    /// no query waits on an upstream), plus the thread's timer slack, 50 µs; an idle worker and one whose wake-ups
     /// already bring 8 never pause; zero turns it off.
     /// Default [`DEFAULT_COALESCE`]. See docs/dns.md for the measured trade.
     pub coalesce: Duration,
