@@ -77,7 +77,7 @@ const GSO_RUN: usize = 16;
 const STALL: Duration = Duration::from_secs(1);
 /// Interrupt coalescing of the receiving veth in the namespace cases (`gro_flush_timeout`, ns): within the
 /// defaults of 10 GbE NICs' adaptive moderation (tens of microseconds).
-const COALESCE_NS: u32 = 20_000;
+pub(crate) const COALESCE_NS: u32 = 20_000;
 pub(crate) const LOOPBACK: [u8; 4] = [127, 0, 0, 1];
 
 const fn cmsg_space(len: usize) -> usize {
