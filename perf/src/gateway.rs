@@ -22,6 +22,12 @@
 //! - `gateway_udp_coalesced_lan_gro_gbps`, `..._cores_per_gbps`: iperf3 (one datagram per send) relayed
 //!   through a LAN link that coalesces as a NIC under load does, `dae run`'s defaults (merged receives) against
 //!   `--udp-gro off`, alternating; the merged receives go to stderr.
+//! - `gateway_tcp_relay_wire_gbps`, `..._cores_per_gbps`: the TCP relay against the direct path with the
+//!   gateway's WAN link limited to a wire of [`WIRE_SHARE`] of what the unlimited direct runs reached (a `tbf`
+//!   qdisc on the lab's own veth): the appliance's case, where a wire and not the CPU bounds a flow, as the peers'
+//!   labs measure (10 GbE, 4+ cores for the gateway alone). Here client, gateway and server share two cores, so
+//!   the unlimited runs above measure who needs less CPU; these say whether the relay keeps up with a wire, and at
+//!   what CPU per Gbit/s.
 //! - `gateway_tcp_*_cores_per_gbps`: CPU cores busy per Gbit/s, counted from `/proc/stat` over the run (user,
 //!   system, irq and softirq of the whole machine: client, gateway, proxy and server share it), so softirq work
 //!   is included, not only the daemon's process time.
@@ -98,6 +104,10 @@ const UDP_REPLY_ARGS: &[&str] = &["-u", "-b", "0", "-l", "1200", "-w", "4M", "-R
 /// datagram (stderr; an A/B figure for changes to the reply path, steadier than saturated goodput, whose
 /// machine-wide CPU here is mostly iperf3's).
 const UDP_REPLY_FIXED_ARGS: &[&str] = &["-u", "-b", "400M", "-l", "1200", "-R"];
+
+/// The emulated wire of the `gateway_tcp_relay_wire_*` runs as a share of the unlimited direct path's median:
+/// below what the relay reaches CPU-bound here (0.7-0.8x direct), so the wire, not the CPU, bounds both paths.
+const WIRE_SHARE: f64 = 0.5;
 
 /// One iperf3 run: (Gbit/s, cores busy per Gbit/s).
 fn run(ns: &bench_lab::netns::Netns, to: IpAddr, port: u16, extra: &[&str]) -> anyhow::Result<(f64, f64)> {
@@ -295,6 +305,39 @@ fn coalesced_lan_runs(dae: &Path, topo: &Topology, config: &str) -> anyhow::Resu
     Ok((on_runs, off_runs))
 }
 
+/// TCP direct and relayed, alternating, with the gateway's WAN veth sending at most `mbit` Mbit/s (a token
+/// bucket whose burst passes a 64 KiB GSO packet whole, so nothing is segmented for it); the qdisc is removed
+/// afterwards.
+fn wire_limited_tcp_runs(topo: &Topology, server: IpAddr, mbit: u64) -> anyhow::Result<(Runs, Runs)> {
+    let wire = format!("{mbit}mbit");
+    let tc = |args: &[&str]| -> anyhow::Result<()> {
+        let out = topo.gateway.output("tc", args)?;
+        anyhow::ensure!(out.status.success(), "tc {}: {out:?}", args.join(" "));
+        Ok(())
+    };
+    tc(&["qdisc", "replace", "dev", &topo.wan_if, "root", "tbf", "rate", &wire, "burst", "512k", "latency", "4ms"])?;
+    let lan = topo.lan();
+    let runs = (|| -> anyhow::Result<(Runs, Runs)> {
+        let (mut direct, mut relay) = (Vec::new(), Vec::new());
+        for round in 1..=ROUNDS {
+            direct.push(run(&lan.client, server, DIRECT_PORT, &[])?);
+            relay.push(run(&lan.client, server, RELAY_PORT, &[])?);
+            let (d, r) = (direct[round - 1], relay[round - 1]);
+            eprintln!(
+                "gateway: wire {wire}: round {round}: tcp relayed / direct {:.2} / {:.2} Gb/s ({:.3}x), cores/Gbps {:.3} / {:.3}",
+                r.0,
+                d.0,
+                r.0 / d.0,
+                r.1,
+                d.1
+            );
+        }
+        Ok((direct, relay))
+    })();
+    tc(&["qdisc", "del", "dev", &topo.wan_if, "root"])?;
+    runs
+}
+
 /// Runs the gateway benchmarks.
 pub fn bench() -> anyhow::Result<Vec<Figure>> {
     bench_with(&dae()?)
@@ -367,6 +410,8 @@ fn bench_with(dae: &Path) -> anyhow::Result<Vec<Figure>> {
         median(&mut daemon_us.clone()),
         daemon_us.iter().map(|us| format!("{us:.2}")).collect::<Vec<_>>().join(", ")
     );
+    let wire_mbit = (median(&mut direct.iter().map(|r| r.0).collect::<Vec<_>>()) * 1000.0 * WIRE_SHARE) as u64;
+    let (wire_direct, wire_relay) = wire_limited_tcp_runs(&topo, server, wire_mbit)?;
     let stats = daemon.stats()?;
     eprintln!(
         "gateway: udp_recv_ring_empty {} udp_dropped {} udp_replied {} udp_reply_reads {} udp_gso_sends {}",
@@ -451,6 +496,7 @@ fn bench_with(dae: &Path) -> anyhow::Result<Vec<Figure>> {
     let mut figures = Vec::new();
     figures.extend(pair("gateway_tcp_relay", &relay, &direct));
     figures.extend(pair("gateway_tcp_socks5", &socks, &direct));
+    figures.extend(pair("gateway_tcp_relay_wire", &wire_relay, &wire_direct));
     figures.extend(pair("gateway_udp_relay", &udp_relay, &udp_direct));
     figures.extend(pair("gateway_udp_reply_relay", &reply_relay, &reply_direct));
     figures.extend(pair("gateway_udp_reply_gro", &gro_on, &gro_off));
