@@ -98,9 +98,9 @@ pub struct Options {
     /// gateway never steers its own queries. [`Options::for_config`] takes `global.so_mark_from_dae`.
     pub mark: u32,
     /// Longest pause of interrupt moderation: under load (over 5,000 queries/s) a worker that woke for fewer
-    /// than 8 datagrams pauses until about 8 more have queued, at most this long (24 and three times this long when
-    /// no query waits on an upstream), plus the thread's timer slack, 50 µs; an idle worker and one whose wake-ups
-    /// already bring 8 never pause; zero turns it off.
+    /// than 8 datagrams pauses until about 8 more have queued, at most twice this long while queries wait on an
+    /// upstream (24 and three times this long when none does), plus the thread's timer slack, 50 µs; an idle
+    /// worker and one whose wake-ups already bring 8 never pause; zero turns it off.
     /// Default [`DEFAULT_COALESCE`]. See docs/dns.md for the measured trade.
     pub coalesce: Duration,
     /// Send runs of same-size UDP datagrams to one destination (answers to a client, queries to an upstream)
