@@ -305,37 +305,55 @@ fn coalesced_lan_runs(dae: &Path, topo: &Topology, config: &str) -> anyhow::Resu
     Ok((on_runs, off_runs))
 }
 
-/// TCP direct and relayed, alternating, with the gateway's WAN veth sending at most `mbit` Mbit/s (a token
-/// bucket whose burst passes a 64 KiB GSO packet whole, so nothing is segmented for it); the qdisc is removed
-/// afterwards.
-fn wire_limited_tcp_runs(topo: &Topology, server: IpAddr, mbit: u64) -> anyhow::Result<(Runs, Runs)> {
-    let wire = format!("{mbit}mbit");
-    let tc = |args: &[&str]| -> anyhow::Result<()> {
-        let out = topo.gateway.output("tc", args)?;
+/// A token bucket on the root of a device the lab made, removed on drop (also when a run fails).
+struct WireLimit<'a> {
+    ns: &'a bench_lab::netns::Netns,
+    dev: &'a str,
+}
+
+impl<'a> WireLimit<'a> {
+    /// At most `mbit` Mbit/s out of `dev`, with a burst that passes a 64 KiB GSO packet whole (nothing is
+    /// segmented for it).
+    fn set(ns: &'a bench_lab::netns::Netns, dev: &'a str, mbit: u64) -> anyhow::Result<Self> {
+        let rate = format!("{mbit}mbit");
+        let args = ["qdisc", "replace", "dev", dev, "root", "tbf", "rate", &rate, "burst", "512k", "latency", "4ms"];
+        let out = ns.output("tc", &args)?;
         anyhow::ensure!(out.status.success(), "tc {}: {out:?}", args.join(" "));
-        Ok(())
-    };
-    tc(&["qdisc", "replace", "dev", &topo.wan_if, "root", "tbf", "rate", &wire, "burst", "512k", "latency", "4ms"])?;
+        Ok(Self { ns, dev })
+    }
+}
+
+impl Drop for WireLimit<'_> {
+    fn drop(&mut self) {
+        let _ = self.ns.output("tc", &["qdisc", "del", "dev", self.dev, "root"]);
+    }
+}
+
+/// TCP direct and relayed, alternating, with the gateway's WAN veth sending at most `mbit` Mbit/s.
+fn wire_limited_tcp_runs(topo: &Topology, server: IpAddr, mbit: u64) -> anyhow::Result<(Runs, Runs)> {
+    let _wire = WireLimit::set(&topo.gateway, &topo.wan_if, mbit)?;
     let lan = topo.lan();
-    let runs = (|| -> anyhow::Result<(Runs, Runs)> {
-        let (mut direct, mut relay) = (Vec::new(), Vec::new());
-        for round in 1..=ROUNDS {
-            direct.push(run(&lan.client, server, DIRECT_PORT, &[])?);
-            relay.push(run(&lan.client, server, RELAY_PORT, &[])?);
-            let (d, r) = (direct[round - 1], relay[round - 1]);
-            eprintln!(
-                "gateway: wire {wire}: round {round}: tcp relayed / direct {:.2} / {:.2} Gb/s ({:.3}x), cores/Gbps {:.3} / {:.3}",
-                r.0,
-                d.0,
-                r.0 / d.0,
-                r.1,
-                d.1
-            );
-        }
-        Ok((direct, relay))
-    })();
-    tc(&["qdisc", "del", "dev", &topo.wan_if, "root"])?;
-    runs
+    let (mut direct, mut relay) = (Vec::new(), Vec::new());
+    for round in 1..=ROUNDS {
+        let d = run(&lan.client, server, DIRECT_PORT, &[])?;
+        let r = run(&lan.client, server, RELAY_PORT, &[])?;
+        eprintln!(
+            "gateway: wire {mbit} Mbit/s: round {round}: tcp relayed / direct {:.2} / {:.2} Gb/s ({:.3}x), cores/Gbps {:.3} / {:.3}",
+            r.0,
+            d.0,
+            r.0 / d.0,
+            r.1,
+            d.1
+        );
+        direct.push(d);
+        relay.push(r);
+    }
+    Ok((direct, relay))
+}
+
+/// The median of one component of `runs`.
+fn med(runs: &[(f64, f64)], pick: fn(&(f64, f64)) -> f64) -> f64 {
+    median(&mut runs.iter().map(pick).collect::<Vec<_>>())
 }
 
 /// Runs the gateway benchmarks.
@@ -410,7 +428,7 @@ fn bench_with(dae: &Path) -> anyhow::Result<Vec<Figure>> {
         median(&mut daemon_us.clone()),
         daemon_us.iter().map(|us| format!("{us:.2}")).collect::<Vec<_>>().join(", ")
     );
-    let wire_mbit = (median(&mut direct.iter().map(|r| r.0).collect::<Vec<_>>()) * 1000.0 * WIRE_SHARE) as u64;
+    let wire_mbit = (med(&direct, |r| r.0) * 1000.0 * WIRE_SHARE) as u64;
     let (wire_direct, wire_relay) = wire_limited_tcp_runs(&topo, server, wire_mbit)?;
     let stats = daemon.stats()?;
     eprintln!(
@@ -477,8 +495,6 @@ fn bench_with(dae: &Path) -> anyhow::Result<Vec<Figure>> {
         }
     }
     let (coalesced_on, coalesced_off) = coalesced_lan_runs(dae, &topo, &config)?;
-    let med =
-        |runs: &[(f64, f64)], pick: fn(&(f64, f64)) -> f64| median(&mut runs.iter().map(pick).collect::<Vec<_>>());
     let figure = |name: &str, value: f64, unit: &'static str, baseline: f64| Figure {
         name: name.into(),
         value,
