@@ -67,6 +67,8 @@ pub struct RunOptions {
     pub udp_gro: gateway::udp::UdpGro,
     /// Whether LAN links get GRO forwarding turned on while attached (with `udp_gro` on only).
     pub lan_gro_forwarding: LanGroForwarding,
+    /// How relayed connections' bytes move.
+    pub tcp_relay: gateway::pump::TcpRelay,
 }
 
 struct Control {
@@ -150,6 +152,7 @@ pub async fn run(validated: Validated, opts: RunOptions) -> anyhow::Result<()> {
         router: Arc::clone(&router),
         udp_recv: opts.udp_recv,
         udp_gro: opts.udp_gro,
+        tcp_relay: opts.tcp_relay,
     });
     let replies = Arc::new(gateway::dns::Replies::default());
     let intercept = start_dns(&validated, &router, &maps, loaded.flow_hash_seed, daemon_mark, &replies)?;

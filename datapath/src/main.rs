@@ -10,7 +10,10 @@ use datapath::{
     daemon::{self, RunOptions},
     features::LanGroForwarding,
     flows::{FlowRow, render_table},
-    gateway::udp::{UdpGro, UdpRecv},
+    gateway::{
+        pump::TcpRelay,
+        udp::{UdpGro, UdpRecv},
+    },
     links::LinkCache,
     maps::Maps,
     netlink,
@@ -59,6 +62,10 @@ enum Command {
         /// in one receive; only with `--udp-gro on`) or `off` (device features are left alone).
         #[arg(long, value_enum, default_value = "on", env = "DAE_LAN_GRO_FORWARDING")]
         lan_gro_forwarding: LanGroForwarding,
+        /// How relayed TCP connections' bytes move: `copy` (read into a per-core buffer, write on; the faster
+        /// here, docs/gateway.md) or `splice` (zero-copy through a pipe per direction).
+        #[arg(long, value_enum, default_value = "copy", env = "DAE_TCP_RELAY")]
+        tcp_relay: TcpRelay,
     },
     /// Check a configuration: print OK (and warnings) or every error, exit 0 or 1.
     Validate {
@@ -136,6 +143,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             udp_recv,
             udp_gro,
             lan_gro_forwarding,
+            tcp_relay,
         } => {
             daemon::require_privileges()?;
             let validated = match &config {
@@ -161,6 +169,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 udp_recv,
                 udp_gro,
                 lan_gro_forwarding,
+                tcp_relay,
             };
             rt.block_on(daemon::run(validated, opts))
         }

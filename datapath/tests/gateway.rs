@@ -144,6 +144,71 @@ fn proxied_lan_flows_go_through_their_groups_node_and_direct_ones_are_forwarded(
     assert!(!rules.contains("2023"), "policy routing removed at exit: {rules}");
 }
 
+/// FNV-1a of `bytes`: what the server reports of what it received, so the client can check every byte.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+#[test]
+fn a_relayed_bulk_transfer_arrives_whole_both_ways_copied_or_spliced() {
+    if skip_unless_root("a_relayed_bulk_transfer_arrives_whole_both_ways_copied_or_spliced") {
+        return;
+    }
+    const BYTES: usize = 32 << 20;
+    let topo = Topology::client_gateway_server().unwrap();
+    let lan = topo.lan();
+    let server = IpAddr::from(topo.server_v4);
+    // Reads to EOF, then answers the byte count and hash of what came, then a 4 MiB pattern of its own.
+    let listener = topo.server.run_in(move || TcpListener::bind(SocketAddr::new(server, 5541))).unwrap().unwrap();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut all = Vec::new();
+            if stream.read_to_end(&mut all).is_ok() {
+                let _ = stream.write_all(format!("{} {:016x}\n", all.len(), fnv1a(&all)).as_bytes());
+                let _ = stream.write_all(&pattern(4 << 20, 9));
+            }
+        }
+    });
+    let config = format!(
+        "global {{\n  lan_interface: {}\n  wan_interface: {}\n}}\nnode {{\n  gw: 'direct'\n}}\n\
+         group {{\n  relay {{\n    policy: fixed(0)\n  }}\n}}\nrouting {{\n  dport(5541) -> relay\n  fallback: direct\n}}\n",
+        lan.gateway_if, topo.wan_if
+    );
+    let request = pattern(BYTES, 1);
+    let want = format!("{} {:016x}\n", BYTES, fnv1a(&request));
+    for mode in ["copy", "splice"] {
+        let mut daemon = Daemon::start(&dae(), &topo.gateway, &config, &["--tcp-relay", mode]).unwrap();
+        assert!(daemon.log().contains(&format!("TCP relay: {mode}")), "{}", daemon.log());
+        let to = SocketAddr::new(server, 5541);
+        let sent = request.clone();
+        let answer = lan
+            .client
+            .run_in(move || -> std::io::Result<Vec<u8>> {
+                let mut stream = TcpStream::connect_timeout(&to, Duration::from_secs(3))?;
+                stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+                stream.write_all(&sent)?;
+                stream.shutdown(std::net::Shutdown::Write)?;
+                let mut answer = Vec::new();
+                stream.read_to_end(&mut answer)?;
+                Ok(answer)
+            })
+            .unwrap()
+            .unwrap();
+        let (line, rest) = answer.split_at(answer.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1));
+        assert_eq!(String::from_utf8_lossy(line), want, "{mode}: the server got every byte, in order");
+        assert!(rest == pattern(4 << 20, 9), "{mode}: the answer after the half-close: {} bytes", rest.len());
+        let stats = stats_when(&daemon, "relay_tcp_bytes", (BYTES + (4 << 20)) as u64);
+        assert!(stats["relay_tcp_bytes"].as_u64().unwrap() >= (BYTES + (4 << 20)) as u64, "{mode}: {stats}");
+        assert_eq!(stats["relay_tcp_errors"], 0, "{mode}: {stats}");
+        assert!(daemon.stop().unwrap().success());
+    }
+}
+
+/// Byte `i` of a test stream: a pattern that a lost, repeated or reordered chunk breaks.
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3] ^ seed).collect()
+}
+
 #[test]
 fn after_the_daemon_is_killed_proxied_flows_pass_untouched_once_the_gate_closes() {
     let test = "after_the_daemon_is_killed_proxied_flows_pass_untouched_once_the_gate_closes";

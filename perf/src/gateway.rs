@@ -2,6 +2,9 @@
 //!
 //! - `gateway_tcp_relay_gbps`: goodput of flows the gateway steers to its workers and relays itself (a group
 //!   whose node is `direct`), against the direct routed path (the kernel forwards, dae only tags) in the same run.
+//! - `gateway_tcp_relay_copy_vs_splice_gbps`, `..._cores_per_gbps`: the relay copying (`dae run --tcp-relay
+//!   copy`, the default) against splicing (`--tcp-relay splice`), a daemon each, alternating;
+//!   `gateway_tcp_relay_splice_*`: the splicing relay against the direct runs beside it.
 //! - `gateway_tcp_socks5_gbps`: the same through a real SOCKS5 proxy (microsocks in the server namespace).
 //! - `gateway_udp_relay_gbps`: UDP (iperf3 `-u -b 0 -l 1200 -w 4M`, goodput the receiver counted) relayed by
 //!   the gateway's UDP sessions, against the direct routed path.
@@ -351,6 +354,31 @@ fn wire_limited_tcp_runs(topo: &Topology, server: IpAddr, mbit: u64) -> anyhow::
     Ok((direct, relay))
 }
 
+/// TCP relayed by a daemon that copies (`--tcp-relay copy`, the default) and by one that splices, a daemon
+/// each, alternating, with a direct run beside each relayed one: (copy, splice, direct).
+fn relay_mode_runs(dae: &Path, topo: &Topology, config: &str, server: IpAddr) -> anyhow::Result<(Runs, Runs, Runs)> {
+    let lan = topo.lan();
+    let (mut copy, mut splice, mut direct) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=ROUNDS {
+        for (mode, runs) in [("copy", &mut copy), ("splice", &mut splice)] {
+            let mut daemon = Daemon::start(dae, &topo.gateway, config, &["--tcp-relay", mode])?;
+            direct.push(run(&lan.client, server, DIRECT_PORT, &[])?);
+            runs.push(run(&lan.client, server, RELAY_PORT, &[])?);
+            daemon.stop()?;
+        }
+        let last = |runs: &[(f64, f64)]| runs.last().map_or(0.0, |r| r.0);
+        eprintln!(
+            "gateway: tcp-relay round {round}: copy {:.2} Gb/s, splice {:.2} ({:.3}x), direct beside them {:.2} / {:.2}",
+            last(&copy),
+            last(&splice),
+            last(&copy) / last(&splice),
+            direct[direct.len() - 2].0,
+            last(&direct)
+        );
+    }
+    Ok((copy, splice, direct))
+}
+
 /// The median of one component of `runs`.
 fn med(runs: &[(f64, f64)], pick: fn(&(f64, f64)) -> f64) -> f64 {
     median(&mut runs.iter().map(pick).collect::<Vec<_>>())
@@ -443,6 +471,7 @@ fn bench_with(dae: &Path) -> anyhow::Result<Vec<Figure>> {
     anyhow::ensure!(steered >= 2 * ROUNDS as u64, "relayed runs were not steered ({steered})");
     let loaded_rss = rss_kib(pid)?;
     daemon.stop()?;
+    let (copy, splice, mode_direct) = relay_mode_runs(dae, &topo, &config, server)?;
     // A veth has GRO off by default; a physical NIC has it on. Only the lab's own veth is changed.
     let gro = topo.gateway.output("ethtool", &["-K", &topo.wan_if, "gro", "on"])?;
     anyhow::ensure!(gro.status.success(), "ethtool -K {} gro on: {gro:?}", topo.wan_if);
@@ -513,6 +542,8 @@ fn bench_with(dae: &Path) -> anyhow::Result<Vec<Figure>> {
     figures.extend(pair("gateway_tcp_relay", &relay, &direct));
     figures.extend(pair("gateway_tcp_socks5", &socks, &direct));
     figures.extend(pair("gateway_tcp_relay_wire", &wire_relay, &wire_direct));
+    figures.extend(pair("gateway_tcp_relay_copy_vs_splice", &copy, &splice));
+    figures.extend(pair("gateway_tcp_relay_splice", &splice, &mode_direct));
     figures.extend(pair("gateway_udp_relay", &udp_relay, &udp_direct));
     figures.extend(pair("gateway_udp_reply_relay", &reply_relay, &reply_direct));
     figures.extend(pair("gateway_udp_reply_gro", &gro_on, &gro_off));

@@ -4,11 +4,19 @@
 //! core's UDP workers ([`super::udp::UdpWorker`]: steering receive, sessions, replies), whose sockets sit in the
 //! loop's one epoll set. No thread per connection, per direction, per family or per role.
 //!
-//! Each loop is an edge-triggered epoll set over non-blocking sockets. A direction moves bytes socket -> pipe ->
-//! socket with splice(2) (zero-copy; never `SPLICE_F_MORE`, so a short write leaves at once — dae's relay adds
-//! ~200 ms per short write that way); a direction the kernel refuses to splice (EINVAL) copies through a
-//! userspace buffer instead. Back-pressure is the pipe: a direction reads again only once the pipe is empty, so
-//! a slow receiver stops reading from a fast sender.
+//! Each loop is an edge-triggered epoll set over non-blocking sockets. A direction moves bytes socket -> socket
+//! in one of two ways ([`TcpRelay`], `dae run --tcp-relay`):
+//! - `copy` (the default): `read` into the loop's one buffer ([`COPY_BYTES`]), `write` straight on; only what the
+//!   write did not take is kept, in a buffer of the direction's own that is freed once it is written. Measured
+//!   faster than splice through the gateway (docs/gateway.md, "Copy against splice"): the upstream socket builds
+//!   full-size segments of its own pages (twice splice's bytes per skb, where splice passes on the received
+//!   MTU-sized fragments), and presumably the received pages go back to the receiving device at once.
+//! - `splice`: socket -> pipe -> socket with splice(2), zero-copy; a direction the kernel refuses to splice
+//!   (EINVAL) copies instead.
+//!
+//! Neither sets `SPLICE_F_MORE` or `MSG_MORE`, so a short write leaves at once (dae's relay adds ~200 ms per short
+//! write that way). Back-pressure: a direction reads again only once what it holds (the unwritten rest, or the
+//! pipe) is written, so a slow receiver stops reading from a fast sender.
 //!
 //! Ends: EOF on one side half-closes the other (`shutdown(SHUT_WR)`), so the server may still answer; a reset
 //! from a sender is treated the same way once what it sent before is delivered (as dae's relay does: the client
@@ -41,10 +49,33 @@ pub const IDLE: Duration = Duration::from_secs(300);
 pub const HALF_CLOSED_IDLE: Duration = Duration::from_secs(60);
 /// Bytes a direction's pipe holds (the kernel's default is 64 KiB; larger pipes mean fewer system calls per MB).
 const PIPE_BYTES: usize = 1 << 20;
-/// The userspace buffer of a direction that cannot splice.
-const COPY_BYTES: usize = 64 * 1024;
+/// Each loop's read buffer, and so the most a copying direction holds unwritten. 64 KiB relayed 0.84-1.14x the
+/// direct path, 256 KiB 0.92-1.28x, 1 MiB 1.13-1.15x (docs/gateway.md): 256 KiB, the bound on what a connection
+/// behind a slow receiver keeps in userspace.
+pub const COPY_BYTES: usize = 256 * 1024;
+
 /// How often a loop looks for idle connections (and at most how long it sleeps).
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// How a loop moves a connection's bytes (`dae run --tcp-relay`, or `DAE_TCP_RELAY`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum TcpRelay {
+    /// `read` into the loop's buffer and `write` on: one copy each way, no pipe per connection.
+    #[default]
+    Copy,
+    /// splice(2) through a pipe per direction: zero-copy.
+    Splice,
+}
+
+impl TcpRelay {
+    /// The name `--tcp-relay` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Copy => "copy",
+            Self::Splice => "splice",
+        }
+    }
+}
 
 /// Counters of every loop.
 #[derive(Debug, Default)]
@@ -94,10 +125,10 @@ pub struct Pumps {
 }
 
 impl Pumps {
-    /// Starts `count` loops that relay connections dialled elsewhere ([`Pumps::relay`]; the benchmarks use
-    /// them so), loop `i` pinned to CPU `i` (when the machine has it).
-    pub fn start(count: usize) -> io::Result<Self> {
-        Self::start_with(count, None)
+    /// Starts `count` loops that relay connections dialled elsewhere ([`Pumps::relay`]; the benchmarks and
+    /// tests use them so) in `mode`, loop `i` pinned to CPU `i` (when the machine has it).
+    pub fn start(count: usize, mode: TcpRelay) -> io::Result<Self> {
+        Self::start_with(count, mode, None)
     }
 
     /// Starts one loop per entry of `cores`, which also accepts from that core's transparent listeners, sets the
@@ -109,11 +140,12 @@ impl Pumps {
         cores: Vec<CoreSockets>,
         dns: Option<Arc<Intercept>>,
     ) -> io::Result<Self> {
-        let count = cores.len();
-        Self::start_with(count, Some((cx, links, cores, dns)))
+        let (count, mode) = (cores.len(), cx.tcp_relay);
+        tracing::info!("TCP relay: {} ({count} core loops)", mode.name());
+        Self::start_with(count, mode, Some((cx, links, cores, dns)))
     }
 
-    fn start_with(count: usize, setup: Option<Setting<'_>>) -> io::Result<Self> {
+    fn start_with(count: usize, mode: TcpRelay, setup: Option<Setting<'_>>) -> io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(PumpCounters::default());
         let mut loops = Vec::new();
@@ -138,7 +170,23 @@ impl Pumps {
             let (counters, dns, stop) = (Arc::clone(&counters), dns.clone(), Arc::clone(&stop));
             threads.push(std::thread::Builder::new().name(format!("dae-core-{core}")).spawn(move || {
                 let _ = sys::pin_to_cpu(core);
-                let mut pump = Pump::new(epoll, rx, back, counters, env, dns, listeners);
+                // The epoll set already watches the wake eventfd and the listeners (under their tokens).
+                let mut pump = Pump {
+                    epoll,
+                    inbox: rx,
+                    back,
+                    pairs: HashMap::new(),
+                    setups: HashMap::new(),
+                    deadlines: BinaryHeap::new(),
+                    next: 0,
+                    counters,
+                    env,
+                    listeners,
+                    udp: Vec::new(),
+                    dns,
+                    mode,
+                    buf: vec![0; COPY_BYTES].into_boxed_slice(),
+                };
                 // The UDP workers are made here: their io_uring receivers stay on the thread that uses them.
                 for seed in udp {
                     if let Err(e) = pump.take_udp(seed) {
@@ -197,8 +245,8 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
 enum Carrier {
     /// A pipe (read end, write end) for splice.
     Pipe(OwnedFd, OwnedFd),
-    /// A buffer, when the kernel refuses to splice these sockets.
-    Copy(Box<[u8]>, usize),
+    /// Copying: what a write did not take (empty, with no allocation, while nothing waits), from `.1` on.
+    Copy(Vec<u8>, usize),
 }
 
 /// One direction: bytes read from `from` go to `to`.
@@ -229,29 +277,29 @@ enum Step {
 }
 
 impl Direction {
-    fn new() -> Self {
-        let mut fds = [0; 2];
-        // SAFETY: pipe2 writes two descriptors into the array we own.
-        let carrier = if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } == 0 {
-            // SAFETY: both descriptors were just created and are owned here.
-            let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-            // SAFETY: fcntl on our pipe; failure only leaves the default size.
-            unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES as libc::c_int) };
-            Carrier::Pipe(r, w)
-        } else {
-            Carrier::Copy(vec![0; COPY_BYTES].into_boxed_slice(), 0)
+    fn new(mode: TcpRelay) -> Self {
+        let carrier = match mode {
+            TcpRelay::Copy => Carrier::Copy(Vec::new(), 0),
+            TcpRelay::Splice => pipe().unwrap_or(Carrier::Copy(Vec::new(), 0)),
         };
         Self { carrier, held: 0, eof: false, done: false, reset: false }
     }
 
-    /// Moves what it can from `from` to `to` without blocking, adding the bytes written to `moved`.
-    fn pump(&mut self, from: &TcpStream, to: &TcpStream, moved: &mut u64) -> Step {
+    /// Moves what it can from `from` to `to` without blocking, adding the bytes written to `moved`; a copying
+    /// direction reads into `buf`, the loop's buffer.
+    fn pump(&mut self, from: &TcpStream, to: &TcpStream, moved: &mut u64, buf: &mut [u8]) -> Step {
         loop {
             if self.held > 0 {
                 match self.write(to) {
                     Ok(n) => {
                         self.held -= n;
                         *moved += n as u64;
+                        if self.held == 0
+                            && let Carrier::Copy(rest, at) = &mut self.carrier
+                        {
+                            // Written: the direction holds no buffer while nothing waits.
+                            (*rest, *at) = (Vec::new(), 0);
+                        }
                         continue;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Wait,
@@ -267,14 +315,32 @@ impl Direction {
                 }
                 return Step::Wait;
             }
-            match self.read(from) {
+            let read = match &self.carrier {
+                Carrier::Pipe(_, w) => splice(from.as_raw_fd(), w.as_raw_fd(), PIPE_BYTES),
+                Carrier::Copy(..) => io::Read::read(&mut &*from, buf),
+            };
+            match read {
                 Ok(0) => self.eof = true,
-                Ok(n) => self.held = n,
+                Ok(n) => match &mut self.carrier {
+                    Carrier::Pipe(..) => self.held = n,
+                    Carrier::Copy(rest, at) => match write_now(to, &buf[..n]) {
+                        Ok(written) => {
+                            *moved += written as u64;
+                            if written < n {
+                                // The receiver is behind: keep the rest, read no more until it is written.
+                                (*rest, *at) = (buf[written..n].to_vec(), 0);
+                                self.held = n - written;
+                                return Step::Wait;
+                            }
+                        }
+                        Err(_) => return Step::Fail,
+                    },
+                },
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Wait,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) && matches!(self.carrier, Carrier::Pipe(..)) => {
                     // These sockets cannot splice: copy through userspace from now on (nothing is held).
-                    self.carrier = Carrier::Copy(vec![0; COPY_BYTES].into_boxed_slice(), 0);
+                    self.carrier = Carrier::Copy(Vec::new(), 0);
                 }
                 Err(_) => {
                     // The sender reset: what it sent before is delivered, then a FIN (as dae's relay does).
@@ -285,26 +351,45 @@ impl Direction {
         }
     }
 
-    fn read(&mut self, from: &TcpStream) -> io::Result<usize> {
-        match &mut self.carrier {
-            Carrier::Pipe(_, w) => splice(from.as_raw_fd(), w.as_raw_fd(), PIPE_BYTES),
-            Carrier::Copy(buf, at) => {
-                *at = 0;
-                io::Read::read(&mut &*from, buf)
-            }
-        }
-    }
-
+    /// Writes some of what the direction holds.
     fn write(&mut self, to: &TcpStream) -> io::Result<usize> {
         match &mut self.carrier {
             Carrier::Pipe(r, _) => splice(r.as_raw_fd(), to.as_raw_fd(), self.held),
-            Carrier::Copy(buf, at) => {
-                let n = io::Write::write(&mut &*to, &buf[*at..*at + self.held])?;
+            Carrier::Copy(rest, at) => {
+                let n = io::Write::write(&mut &*to, &rest[*at..])?;
                 *at += n;
                 Ok(n)
             }
         }
     }
+}
+
+/// A pipe of [`PIPE_BYTES`] for a splicing direction; `None` if the process has no descriptors left.
+fn pipe() -> Option<Carrier> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the array we own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+        return None;
+    }
+    // SAFETY: both descriptors were just created and are owned here.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: fcntl on our pipe; failure only leaves the default size.
+    unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES as libc::c_int) };
+    Some(Carrier::Pipe(r, w))
+}
+
+/// Writes as much of `bytes` to `to` as it takes now: the count written (short when its buffer is full).
+fn write_now(to: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    let mut written = 0;
+    while written < bytes.len() {
+        match io::Write::write(&mut &*to, &bytes[written..]) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
 }
 
 /// The way back into a loop, for a dial that ran on a thread.
@@ -335,6 +420,10 @@ struct Pump {
     udp: Vec<UdpWorker>,
     /// Where DNS over TCP goes, when the forwarder runs.
     dns: Option<Arc<Intercept>>,
+    /// How connections' bytes move.
+    mode: TcpRelay,
+    /// What copying directions read into ([`COPY_BYTES`]; its pages are touched only once used).
+    buf: Box<[u8]>,
 }
 
 /// The epoll token of the eventfd; pairs and set-ups use `id << 1 | side` (0 the client, 1 the upstream).
@@ -346,32 +435,6 @@ const LISTEN_BASE: u64 = u64::MAX - 16;
 const UDP_BIT: u64 = 1 << 62;
 
 impl Pump {
-    /// A loop over `epoll`, which already watches the wake eventfd and `listeners` (under their tokens).
-    fn new(
-        epoll: Arc<Epoll>,
-        inbox: Receiver<Handoff>,
-        back: Back,
-        counters: Arc<PumpCounters>,
-        env: Option<(Arc<RelayContext>, LinkReader)>,
-        dns: Option<Arc<Intercept>>,
-        listeners: Vec<TcpListener>,
-    ) -> Self {
-        Self {
-            epoll,
-            inbox,
-            back,
-            pairs: HashMap::new(),
-            setups: HashMap::new(),
-            deadlines: BinaryHeap::new(),
-            next: 0,
-            counters,
-            env,
-            listeners,
-            udp: Vec::new(),
-            dns,
-        }
-    }
-
     /// Runs a UDP worker made of `seed` from now on (on this loop's thread), its descriptors in this loop's set.
     fn take_udp(&mut self, seed: UdpSeed) -> io::Result<()> {
         let prefix = UDP_BIT | ((self.udp.len() as u64) * udp::TOKEN_SPACE);
@@ -570,8 +633,11 @@ impl Pump {
         let events = sys::IN | sys::OUT | libc::EPOLLET as u32;
         self.epoll.add(client.as_raw_fd(), id << 1, events)?;
         self.epoll.add(upstream.as_raw_fd(), id << 1 | 1, events)?;
-        let pair =
-            Pair { sockets: [client, upstream], directions: [Direction::new(), Direction::new()], last_moved: now };
+        let pair = Pair {
+            sockets: [client, upstream],
+            directions: [Direction::new(self.mode), Direction::new(self.mode)],
+            last_moved: now,
+        };
         self.pairs.insert(id, pair);
         self.counters.active.fetch_add(1, Ordering::Relaxed);
         // Bytes may have arrived before the sockets joined the set (and the sniffer only peeked).
@@ -582,11 +648,12 @@ impl Pump {
     /// Moves what both directions of pair `id` can move; ends the pair when both are done or one failed.
     fn progress(&mut self, id: u64, now: Instant) {
         let Some(pair) = self.pairs.get_mut(&id) else { return };
+        let buf = &mut self.buf;
         let mut moved = 0;
         let mut failed = false;
         for d in 0..2 {
             let (from, to) = (&pair.sockets[d], &pair.sockets[1 - d]);
-            if let Step::Fail = pair.directions[d].pump(from, to, &mut moved) {
+            if let Step::Fail = pair.directions[d].pump(from, to, &mut moved, buf) {
                 failed = true;
                 break;
             }
@@ -638,5 +705,133 @@ impl Pump {
 fn reset(pair: &Pair) {
     for socket in &pair.sockets {
         let _ = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::time::{Duration, Instant};
+
+    use super::{Pumps, TcpRelay};
+
+    const MODES: [TcpRelay; 2] = [TcpRelay::Copy, TcpRelay::Splice];
+
+    /// A client and a server on loopback, the connection between them relayed by `pumps`.
+    fn relayed(pumps: &Pumps) -> (TcpStream, TcpStream) {
+        let front = TcpListener::bind("127.0.0.1:0").unwrap();
+        let back = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(front.local_addr().unwrap()).unwrap();
+        let (accepted, _) = front.accept().unwrap();
+        let upstream = TcpStream::connect(back.local_addr().unwrap()).unwrap();
+        let (server, _) = back.accept().unwrap();
+        pumps.relay(0, accepted, upstream);
+        (client, server)
+    }
+
+    /// Byte `i` of a test stream: a pattern that a lost, repeated or reordered chunk breaks.
+    fn pattern(len: usize, seed: u8) -> Vec<u8> {
+        (0..len).map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3] ^ seed).collect()
+    }
+
+    #[test]
+    fn every_byte_arrives_in_order_both_ways_and_a_half_close_carries_the_answer_back() {
+        for mode in MODES {
+            let pumps = Pumps::start(1, mode).unwrap();
+            let (mut client, mut server) = relayed(&pumps);
+            let (request, answer) = (pattern(8 << 20, 1), pattern(3 << 20, 2));
+            let sent = request.clone();
+            let writer = std::thread::spawn(move || {
+                client.write_all(&sent).unwrap();
+                client.shutdown(Shutdown::Write).unwrap();
+                let mut back = Vec::new();
+                client.read_to_end(&mut back).unwrap();
+                back
+            });
+            let mut got = Vec::new();
+            server.read_to_end(&mut got).unwrap();
+            assert!(got == request, "{mode:?}: {} of {} bytes, or not in order", got.len(), request.len());
+            // The client's EOF arrived; the server answers over the half-closed connection, then closes.
+            server.write_all(&answer).unwrap();
+            drop(server);
+            let back = writer.join().unwrap();
+            assert!(
+                back == answer,
+                "{mode:?}: the answer after the half-close: {} of {} bytes",
+                back.len(),
+                answer.len()
+            );
+        }
+    }
+
+    #[test]
+    fn a_receiver_that_reads_nothing_stops_the_sender_and_then_gets_every_byte() {
+        let sysctl_max = |name: &str| -> usize {
+            let text = std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}")).unwrap();
+            text.split_whitespace().last().unwrap().parse().unwrap()
+        };
+        // Without back-pressure the relay would take all of it; with it the sender stops once the socket
+        // buffers on the way (the client's send buffer, the relay's two sockets, the server's receive buffer,
+        // each at most its sysctl maximum) and what the relay holds (its pipe or read buffer) are full.
+        const OFFERED: usize = 1 << 30;
+        let bound = 2 * (sysctl_max("tcp_rmem") + sysctl_max("tcp_wmem")) + super::PIPE_BYTES + super::COPY_BYTES;
+        assert!(bound < OFFERED / 4, "sysctl buffers too large for this test: {bound}");
+        for mode in MODES {
+            let pumps = Pumps::start(1, mode).unwrap();
+            let (mut client, mut server) = relayed(&pumps);
+            client.set_nonblocking(true).unwrap();
+            let chunk = pattern(64 << 10, 3);
+            let (mut sent, mut progress) = (0, Instant::now());
+            while sent < OFFERED && progress.elapsed() < Duration::from_millis(500) {
+                match client.write(&chunk[sent % chunk.len()..]) {
+                    Ok(n) => {
+                        sent += n;
+                        progress = Instant::now();
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    Err(e) => panic!("{mode:?}: {e}"),
+                }
+            }
+            assert!(sent <= bound, "{mode:?}: the sender got {sent} bytes away with nobody reading (bound {bound})");
+            assert!(sent >= chunk.len(), "{mode:?}: the sender could not send at all");
+            // Now the receiver reads: every byte the sender got away arrives, none lost while held.
+            client.shutdown(Shutdown::Write).unwrap();
+            let mut got = Vec::new();
+            server.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            server.read_to_end(&mut got).unwrap();
+            assert_eq!(got.len(), sent, "{mode:?}");
+            assert!(got.chunks(chunk.len()).all(|c| c == &chunk[..c.len()]), "{mode:?}: bytes out of order");
+        }
+    }
+
+    #[test]
+    fn short_writes_are_relayed_at_once() {
+        // A request / answer exchange of small writes: a relay that held a short write back for more (as
+        // `SPLICE_F_MORE` or `MSG_MORE` make the kernel do, ~200 ms each) would take seconds.
+        const ROUNDS: usize = 20;
+        for mode in MODES {
+            let pumps = Pumps::start(1, mode).unwrap();
+            let (mut client, mut server) = relayed(&pumps);
+            let echo = std::thread::spawn(move || {
+                let mut buf = [0u8; 100];
+                for _ in 0..ROUNDS {
+                    server.read_exact(&mut buf).unwrap();
+                    server.write_all(&buf).unwrap();
+                }
+            });
+            let start = Instant::now();
+            let mut buf = [0u8; 100];
+            for round in 0..ROUNDS {
+                client.write_all(&[round as u8; 100]).unwrap();
+                client.read_exact(&mut buf).unwrap();
+                assert_eq!(buf, [round as u8; 100], "{mode:?}");
+            }
+            let took = start.elapsed();
+            echo.join().unwrap();
+            assert!(took < Duration::from_secs(2), "{mode:?}: {ROUNDS} round trips of 100 bytes took {took:?}");
+        }
     }
 }

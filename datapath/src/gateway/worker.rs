@@ -79,6 +79,8 @@ pub struct RelayContext {
     pub udp_recv: super::udp::UdpRecv,
     /// Whether session sockets ask for merged (GRO) receives.
     pub udp_gro: super::udp::UdpGro,
+    /// How relayed connections' bytes move.
+    pub tcp_relay: super::pump::TcpRelay,
 }
 
 impl RelayContext {

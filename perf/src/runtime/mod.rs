@@ -17,8 +17,13 @@
 //! - `runtime_tcp_conn_cpu_us`, `runtime_tcp_conn_core_us`: relay process time and relay-core busy time per
 //!   connection.
 //!
-//! Each compio figure is the value, the hand-written one the baseline; ratios above 1 favour compio for rates,
-//! below 1 for costs. Medians over interleaved rounds whose order alternates.
+//! - `runtime_tcp_stream_copy_vs_splice_*`, `runtime_tcp_copy_vs_splice_conn*`: the same figures for `pump.rs`'s
+//!   loop copying (`--tcp-relay copy`, the gateway's default) against the same loop splicing.
+//!
+//! Each compio (or copying) figure is the value, the splicing loop's the baseline; ratios above 1 favour the
+//! value for rates, below 1 for costs. Medians over interleaved rounds whose order alternates. On loopback the
+//! received pages are the sender's own, so this says nothing of the gateway's case (pages of a receiving
+//! device): `perf --only gateway` measures that.
 
 mod cpu;
 mod tcp;
@@ -76,9 +81,13 @@ pub fn bench() -> anyhow::Result<Vec<Figure>> {
         figures.push(figure(format!("runtime_udp_compio_multi_vs_recvmmsg32_{size}"), multi, "Mpps", mmsg));
         figures.push(figure(format!("runtime_udp_compio_recvmsg_vs_recvmmsg32_{size}"), recv_msg, "Mpps", mmsg));
     }
-    let (mut streams, mut conns) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
+    let (mut streams, mut conns) = ([Vec::new(), Vec::new(), Vec::new()], [Vec::new(), Vec::new(), Vec::new()]);
     for round in 0..TCP_ROUNDS {
-        let order = if round % 2 == 0 { [Relay::Pump, Relay::Compio] } else { [Relay::Compio, Relay::Pump] };
+        let order = if round % 2 == 0 {
+            [Relay::Pump, Relay::Compio, Relay::PumpCopy]
+        } else {
+            [Relay::PumpCopy, Relay::Compio, Relay::Pump]
+        };
         for relay in order {
             streams[relay as usize].push(tcp::stream(relay)?);
         }
@@ -97,8 +106,10 @@ pub fn bench() -> anyhow::Result<Vec<Figure>> {
         ("runtime_tcp_stream_core_s_per_gb", "s", &|s| s.core_busy / gb),
     ];
     for (name, unit, pick) in stream_figures {
-        let (pump, compio) = (med(&streams[0], pick), med(&streams[1], pick));
+        let (pump, compio, copy) = (med(&streams[0], pick), med(&streams[1], pick), med(&streams[2], pick));
         figures.push(figure(name.into(), compio, unit, pump));
+        let copy_name = name.replacen("runtime_tcp_stream", "runtime_tcp_stream_copy_vs_splice", 1);
+        figures.push(figure(copy_name, copy, unit, pump));
     }
     let conn_figures: [TcpFigure; 3] = [
         ("runtime_tcp_conns_per_s", "1/s", &|s| tcp::CONNS as f64 / s.secs),
@@ -106,8 +117,9 @@ pub fn bench() -> anyhow::Result<Vec<Figure>> {
         ("runtime_tcp_conn_core_us", "us", &|s| s.core_busy * per_conn_us),
     ];
     for (name, unit, pick) in conn_figures {
-        let (pump, compio) = (med(&conns[0], pick), med(&conns[1], pick));
+        let (pump, compio, copy) = (med(&conns[0], pick), med(&conns[1], pick), med(&conns[2], pick));
         figures.push(figure(name.into(), compio, unit, pump));
+        figures.push(figure(name.replacen("runtime_tcp", "runtime_tcp_copy_vs_splice", 1), copy, unit, pump));
     }
     Ok(figures)
 }

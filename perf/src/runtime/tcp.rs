@@ -2,7 +2,8 @@
 //! threads on [`PEER_CPU`].
 //!
 //! - [`Relay::Pump`] is the gateway's own relay loop, `datapath::gateway::pump::Pumps` (one loop, pinned to CPU 0
-//!   by `Pumps::start`: edge-triggered epoll, splice(2) through a 1 MiB pipe per direction, half-close), fed by
+//!   by `Pumps::start`: edge-triggered epoll, splice(2) through a 1 MiB pipe per direction, half-close;
+//!   [`Relay::PumpCopy`] the same loop copying through its 256 KiB buffer, the gateway's default), fed by
 //!   an acceptor thread on the same core that accepts, dials the upstream with a blocking `connect` and hands
 //!   both sockets over as `worker.rs` does (which dials on a short-lived thread per connection instead).
 //! - [`Relay::Compio`] is one compio runtime on a thread pinned to the same core: `TcpListener::accept`, a task
@@ -50,8 +51,11 @@ const SETTLE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Relay {
+    /// pump.rs splicing (`--tcp-relay splice`).
     Pump,
     Compio,
+    /// pump.rs copying through its loop's buffer (`--tcp-relay copy`, the gateway's default).
+    PumpCopy,
 }
 
 /// One run's figures.
@@ -83,8 +87,12 @@ impl Running {
         let (ready_tx, ready) = mpsc::channel();
         let (done_tx, done) = mpsc::channel();
         let (pumps, thread) = match relay {
-            Relay::Pump => {
-                let pumps = Arc::new(Pumps::start(1)?);
+            Relay::Pump | Relay::PumpCopy => {
+                let mode = match relay {
+                    Relay::PumpCopy => datapath::gateway::pump::TcpRelay::Copy,
+                    _ => datapath::gateway::pump::TcpRelay::Splice,
+                };
+                let pumps = Arc::new(Pumps::start(1, mode)?);
                 let loops = Arc::clone(&pumps);
                 let thread = std::thread::spawn(move || {
                     cpu::pin_to(RELAY_CPU)?;
