@@ -6,9 +6,11 @@
 #
 #   VARIANTS="DAE_TCP_RELAY=splice;DAE_TCP_RELAY=copy" ROUNDS=3 scripts/tcp-relay-lab.sh
 #
-# VARIANTS: `;`-separated environment settings for `dae run`, one daemon each (default: none, the defaults);
-# ROUNDS (3), SECS (iperf3 -t, 4), DAE (the binary: target/release/dae). Run it under `flock /tmp/bench.lock` when
-# benchmarks share the machine. Namespaces and links are named daersq<pid>*, removed on every exit.
+# VARIANTS: `;`-separated environment settings for `dae run`, one daemon each (default: none, the defaults); a
+# BIN=path among them runs that binary instead (A/B of two builds). ROUNDS (3), SECS (iperf3 -t, 4), DAE (the
+# binary: target/release/dae), WIRE_MBIT (a tbf of that rate on the gateway's WAN veth, as `perf --only gateway`'s
+# wire runs; none by default). Run it under `flock /tmp/bench.lock` when benchmarks share the machine. Namespaces
+# and links are named daersq<pid>*, removed on every exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "tcp-relay-lab: run as root (namespaces and eBPF)" >&2; exit 2; }
@@ -43,6 +45,9 @@ ip -n "$P-srv" link set "${P}s" up
 ip -n "$P-cl" route add default via 10.78.10.1
 ip -n "$P-srv" route add default via 10.78.200.1
 ip netns exec "$P-gw" sysctl -qw net.ipv4.ip_forward=1
+if [ -n "${WIRE_MBIT:-}" ]; then
+    ip netns exec "$P-gw" tc qdisc replace dev "${P}w" root tbf rate "${WIRE_MBIT}mbit" burst 512k latency 4ms
+fi
 ip netns exec "$P-srv" iperf3 -s -D -p 5201
 ip netns exec "$P-srv" iperf3 -s -D -p 5202
 chmod 600 "$CONFIG"
@@ -67,8 +72,10 @@ routing {
 EOF
 
 start_dae() {
+    local bin=$DAE word
+    for word in $1; do case $word in BIN=*) bin=${word#BIN=} ;; esac; done
     # shellcheck disable=SC2086 # the variant is a list of NAME=value words
-    env $1 ip netns exec "$P-gw" "$DAE" run -c "$CONFIG" --instance "$P" > "$LOG" 2>&1 &
+    env $1 ip netns exec "$P-gw" "$bin" run -c "$CONFIG" --instance "$P" > "$LOG" 2>&1 &
     DAEPID=$!
     for _ in $(seq 100); do grep -q "datapath ready" "$LOG" && return 0; sleep 0.1; done
     echo "dae did not become ready:" >&2; cat "$LOG" >&2; exit 1

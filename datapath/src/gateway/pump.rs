@@ -6,8 +6,9 @@
 //!
 //! Each loop is an edge-triggered epoll set over non-blocking sockets. A direction moves bytes socket -> socket
 //! in one of two ways ([`TcpRelay`], `dae run --tcp-relay`):
-//! - `copy` (the default): `read` into the loop's one buffer ([`COPY_BYTES`]), `write` straight on; only what the
-//!   write did not take is kept, in a buffer of the direction's own that is freed once it is written. Measured
+//! - `copy` (the default): `read` into the loop's one buffer ([`COPY_BYTES`]), `write` straight on. Where the
+//!   write does not take it all (the receiver is behind) the rest moves to a buffer of the direction's own, which
+//!   it then reads into until the receiver takes a whole read at once, or lets go of after a quiet second. Measured
 //!   faster than splice through the gateway (docs/gateway.md, "Copy against splice"): the upstream socket builds
 //!   full-size segments of its own pages (twice splice's bytes per skb, where splice passes on the received
 //!   MTU-sized fragments), and presumably the received pages go back to the receiving device at once.
@@ -245,7 +246,8 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
 enum Carrier {
     /// A pipe (read end, write end) for splice.
     Pipe(OwnedFd, OwnedFd),
-    /// Copying: what a write did not take (empty, with no allocation, while nothing waits), from `.1` on.
+    /// Copying. The buffer is the direction's own while its receiver is behind ([`COPY_BYTES`]; empty, with no
+    /// allocation, otherwise): it reads into it, and `held` bytes from `.1` on wait in it.
     Copy(Vec<u8>, usize),
 }
 
@@ -294,12 +296,6 @@ impl Direction {
                     Ok(n) => {
                         self.held -= n;
                         *moved += n as u64;
-                        if self.held == 0
-                            && let Carrier::Copy(rest, at) = &mut self.carrier
-                        {
-                            // Written: the direction holds no buffer while nothing waits.
-                            (*rest, *at) = (Vec::new(), 0);
-                        }
                         continue;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Wait,
@@ -315,26 +311,39 @@ impl Direction {
                 }
                 return Step::Wait;
             }
-            let read = match &self.carrier {
+            let read = match &mut self.carrier {
                 Carrier::Pipe(_, w) => splice(from.as_raw_fd(), w.as_raw_fd(), PIPE_BYTES),
+                Carrier::Copy(own, _) if !own.is_empty() => io::Read::read(&mut &*from, own),
                 Carrier::Copy(..) => io::Read::read(&mut &*from, buf),
             };
             match read {
                 Ok(0) => self.eof = true,
                 Ok(n) => match &mut self.carrier {
                     Carrier::Pipe(..) => self.held = n,
-                    Carrier::Copy(rest, at) => match write_now(to, &buf[..n]) {
-                        Ok(written) => {
-                            *moved += written as u64;
-                            if written < n {
-                                // The receiver is behind: keep the rest, read no more until it is written.
-                                (*rest, *at) = (buf[written..n].to_vec(), 0);
-                                self.held = n - written;
-                                return Step::Wait;
+                    Carrier::Copy(own, at) => {
+                        let behind = !own.is_empty();
+                        let written = match write_now(to, if behind { &own[..n] } else { &buf[..n] }) {
+                            Ok(written) => written,
+                            Err(_) => return Step::Fail,
+                        };
+                        *moved += written as u64;
+                        if written < n {
+                            // The receiver is behind: keep the rest (in a buffer of the direction's own, which
+                            // it reads into until the receiver takes a whole read at once), read no more until
+                            // it is written.
+                            if !behind {
+                                let mut mine = vec![0; COPY_BYTES];
+                                mine[written..n].copy_from_slice(&buf[written..n]);
+                                *own = mine;
                             }
+                            (*at, self.held) = (written, n - written);
+                            return Step::Wait;
                         }
-                        Err(_) => return Step::Fail,
-                    },
+                        if behind {
+                            // Caught up: the loop's buffer serves again.
+                            *own = Vec::new();
+                        }
+                    }
                 },
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Wait,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -351,12 +360,21 @@ impl Direction {
         }
     }
 
+    /// Frees a copying direction's own buffer if nothing waits in it.
+    fn release(&mut self) {
+        if self.held == 0
+            && let Carrier::Copy(own, at) = &mut self.carrier
+        {
+            (*own, *at) = (Vec::new(), 0);
+        }
+    }
+
     /// Writes some of what the direction holds.
     fn write(&mut self, to: &TcpStream) -> io::Result<usize> {
         match &mut self.carrier {
             Carrier::Pipe(r, _) => splice(r.as_raw_fd(), to.as_raw_fd(), self.held),
-            Carrier::Copy(rest, at) => {
-                let n = io::Write::write(&mut &*to, &rest[*at..])?;
+            Carrier::Copy(own, at) => {
+                let n = io::Write::write(&mut &*to, &own[*at..*at + self.held])?;
                 *at += n;
                 Ok(n)
             }
@@ -684,6 +702,12 @@ impl Pump {
     }
 
     fn sweep(&mut self, now: Instant) {
+        // A direction whose receiver was behind keeps its buffer while bytes flow; one that went quiet lets go.
+        for pair in self.pairs.values_mut().filter(|pair| now.duration_since(pair.last_moved) >= SWEEP_EVERY) {
+            for direction in &mut pair.directions {
+                direction.release();
+            }
+        }
         let idle: Vec<u64> = self
             .pairs
             .iter()
