@@ -36,6 +36,12 @@ impl Drop for EchoServer {
     }
 }
 
+/// `len` bytes of a test stream whose byte `i` depends on `i` and `seed`: a lost, repeated or reordered chunk
+/// breaks it.
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3] ^ seed).collect()
+}
+
 /// A UDP echo server on `addr` inside `ns`.
 pub fn udp_echo(ns: &Netns, addr: SocketAddr) -> io::Result<EchoServer> {
     let stop = Arc::new(AtomicBool::new(false));

@@ -165,7 +165,7 @@ fn a_relayed_bulk_transfer_arrives_whole_both_ways_copied_or_spliced() {
             let mut all = Vec::new();
             if stream.read_to_end(&mut all).is_ok() {
                 let _ = stream.write_all(format!("{} {:016x}\n", all.len(), fnv1a(&all)).as_bytes());
-                let _ = stream.write_all(&pattern(4 << 20, 9));
+                let _ = stream.write_all(&bench_lab::traffic::pattern(4 << 20, 9));
             }
         }
     });
@@ -174,7 +174,7 @@ fn a_relayed_bulk_transfer_arrives_whole_both_ways_copied_or_spliced() {
          group {{\n  relay {{\n    policy: fixed(0)\n  }}\n}}\nrouting {{\n  dport(5541) -> relay\n  fallback: direct\n}}\n",
         lan.gateway_if, topo.wan_if
     );
-    let request = pattern(BYTES, 1);
+    let request = bench_lab::traffic::pattern(BYTES, 1);
     let want = format!("{} {:016x}\n", BYTES, fnv1a(&request));
     for mode in ["copy", "splice"] {
         let mut daemon = Daemon::start(&dae(), &topo.gateway, &config, &["--tcp-relay", mode]).unwrap();
@@ -196,17 +196,16 @@ fn a_relayed_bulk_transfer_arrives_whole_both_ways_copied_or_spliced() {
             .unwrap();
         let (line, rest) = answer.split_at(answer.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1));
         assert_eq!(String::from_utf8_lossy(line), want, "{mode}: the server got every byte, in order");
-        assert!(rest == pattern(4 << 20, 9), "{mode}: the answer after the half-close: {} bytes", rest.len());
+        assert!(
+            rest == bench_lab::traffic::pattern(4 << 20, 9),
+            "{mode}: the answer after the half-close: {} bytes",
+            rest.len()
+        );
         let stats = stats_when(&daemon, "relay_tcp_bytes", (BYTES + (4 << 20)) as u64);
         assert!(stats["relay_tcp_bytes"].as_u64().unwrap() >= (BYTES + (4 << 20)) as u64, "{mode}: {stats}");
         assert_eq!(stats["relay_tcp_errors"], 0, "{mode}: {stats}");
         assert!(daemon.stop().unwrap().success());
     }
-}
-
-/// Byte `i` of a test stream: a pattern that a lost, repeated or reordered chunk breaks.
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3] ^ seed).collect()
 }
 
 #[test]

@@ -364,6 +364,8 @@ fn relay_mode_runs(dae: &Path, topo: &Topology, config: &str, server: IpAddr) ->
             let mut daemon = Daemon::start(dae, &topo.gateway, config, &["--tcp-relay", mode])?;
             direct.push(run(&lan.client, server, DIRECT_PORT, &[])?);
             runs.push(run(&lan.client, server, RELAY_PORT, &[])?);
+            let relayed = daemon.stats()?["relay_tcp_relayed"].as_u64().unwrap_or(0);
+            anyhow::ensure!(relayed >= 1, "the --tcp-relay {mode} run was not relayed");
             daemon.stop()?;
         }
         let last = |runs: &[(f64, f64)]| runs.last().map_or(0.0, |r| r.0);

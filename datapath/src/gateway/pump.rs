@@ -738,6 +738,8 @@ mod tests {
     use std::net::{Shutdown, TcpListener, TcpStream};
     use std::time::{Duration, Instant};
 
+    use bench_lab::traffic::pattern;
+
     use super::{Pumps, TcpRelay};
 
     const MODES: [TcpRelay; 2] = [TcpRelay::Copy, TcpRelay::Splice];
@@ -752,11 +754,6 @@ mod tests {
         let (server, _) = back.accept().unwrap();
         pumps.relay(0, accepted, upstream);
         (client, server)
-    }
-
-    /// Byte `i` of a test stream: a pattern that a lost, repeated or reordered chunk breaks.
-    fn pattern(len: usize, seed: u8) -> Vec<u8> {
-        (0..len).map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3] ^ seed).collect()
     }
 
     #[test]
