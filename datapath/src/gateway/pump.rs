@@ -702,21 +702,18 @@ impl Pump {
     }
 
     fn sweep(&mut self, now: Instant) {
-        // A direction whose receiver was behind keeps its buffer while bytes flow; one that went quiet lets go.
-        for pair in self.pairs.values_mut().filter(|pair| now.duration_since(pair.last_moved) >= SWEEP_EVERY) {
-            for direction in &mut pair.directions {
-                direction.release();
+        let mut idle = Vec::new();
+        for (&id, pair) in &mut self.pairs {
+            let quiet = now.duration_since(pair.last_moved);
+            if quiet >= SWEEP_EVERY {
+                // A direction whose receiver was behind keeps its buffer while bytes flow; one gone quiet lets go.
+                pair.directions.iter_mut().for_each(Direction::release);
+            }
+            let limit = if pair.directions.iter().any(|d| d.eof) { HALF_CLOSED_IDLE } else { IDLE };
+            if quiet >= limit {
+                idle.push(id);
             }
         }
-        let idle: Vec<u64> = self
-            .pairs
-            .iter()
-            .filter(|(_, pair)| {
-                let limit = if pair.directions.iter().any(|d| d.eof) { HALF_CLOSED_IDLE } else { IDLE };
-                now.duration_since(pair.last_moved) >= limit
-            })
-            .map(|(&id, _)| id)
-            .collect();
         for id in idle {
             self.counters.idle_closed.fetch_add(1, Ordering::Relaxed);
             self.end(id, true);
